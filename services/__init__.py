@@ -1,0 +1,1 @@
+"""IonVeil services: each exposes its contract API and reaches storage through a port."""

@@ -1,0 +1,1 @@
+"""Cross-service definitions that every IonVeil process agrees on."""

@@ -1,0 +1,1 @@
+"""Workers bind IonVeil services to NATS subjects, PostgreSQL and HTTP."""

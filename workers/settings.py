@@ -1,0 +1,103 @@
+"""The one settings object, read from ``IONVEIL_*`` environment variables.
+
+Anything invalid fails at start with a message naming the variable, not deep inside a worker.
+A missing NATS URL or DSN is not an error: it means "start the embedded server" (see
+``workers.embedded``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ionveil.errors import ConfigurationError
+
+__all__ = ["DATABASES", "Settings", "load_settings"]
+
+DATABASES: tuple[str, ...] = ("core", "analytics", "audit")
+
+
+class Settings(BaseSettings):
+    """Configuration of an IonVeil process.
+
+    Each field is read from ``IONVEIL_<FIELD>`` (for example ``IONVEIL_CORE_DSN``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IONVEIL_", extra="ignore")
+
+    nats_url: str | None = None
+    core_dsn: str | None = None
+    analytics_dsn: str | None = None
+    audit_dsn: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".ionveil")
+
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+
+    http_host: str = "127.0.0.1"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+    fetch_batch: int = Field(default=256, ge=1, le=10_000)
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        for url in value.split(","):
+            if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError("must be nats://, tls://, ws:// or wss:// URLs, comma-separated")
+        return value
+
+    @field_validator("core_dsn", "analytics_dsn", "audit_dsn")
+    @classmethod
+    def _pg_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// DSN")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    def dsn(self, database: str) -> str | None:
+        """The DSN configured for ``database`` (core, analytics or audit), if any."""
+        if database not in DATABASES:
+            raise ConfigurationError(f"unknown database {database!r}; expected one of {DATABASES}")
+        return getattr(self, f"{database}_dsn")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (plus ``overrides``) into ``Settings``.
+
+    Raises:
+        ConfigurationError: naming each ``IONVEIL_*`` variable that is invalid and why.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            f"IONVEIL_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
