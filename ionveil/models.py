@@ -159,18 +159,24 @@ def validate_dispatch_order(order: DispatchOrder) -> list[str]:
     _check_id("incident_id", order.incident_id, problems)
     if not is_valid_severity(order.priority):
         problems.append(f"priority: must be an integer from 1 to 5, got {order.priority!r}")
-    if not order.unit_ids:
+    if isinstance(order.unit_ids, str) or not isinstance(order.unit_ids, tuple | list):
+        # A bare string would otherwise be read as one unit per character.
+        problems.append("unit_ids: must be a list of unit ids")
+    elif not order.unit_ids:
         problems.append("unit_ids: at least one unit is required")
     else:
         for unit_id in order.unit_ids:
             _check_id("unit_ids[]", unit_id, problems)
-        if len(set(order.unit_ids)) != len(order.unit_ids):
+        ids = [u for u in order.unit_ids if isinstance(u, str)]
+        if len(set(ids)) != len(ids):
             problems.append("unit_ids: a unit is listed more than once")
     if not isinstance(order.created_at, datetime):
         problems.append("created_at: must be a datetime")
     elif order.created_at.tzinfo is None:
         problems.append("created_at: must be timezone-aware")
-    if len(order.notes) > 4096:
+    if not isinstance(order.notes, str):
+        problems.append("notes: must be a string")
+    elif len(order.notes) > 4096:
         problems.append("notes: at most 4096 characters")
     return problems
 

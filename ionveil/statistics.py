@@ -84,13 +84,42 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
         raise ValueError(f"window must be >= 1, got {window}")
     data = _finite(values)
     out: list[float] = []
-    running = 0.0
+    running = _ExactSum()
     for i, v in enumerate(data):
-        running += v
+        running.add(v)
         if i >= window:
-            running -= data[i - window]
-        out.append(running / min(i + 1, window))
+            running.add(-data[i - window])
+        out.append(running.value() / min(i + 1, window))
     return out
+
+
+class _ExactSum:
+    """A running sum without rounding drift (Shewchuk's partials, as behind ``math.fsum``).
+
+    A plain float accumulator that adds and subtracts loses small values next to large ones
+    (``[1e16, 1, 1]`` with a window of 1 gave ``[1e16, 0, 0]``); the partials keep it exact.
+    """
+
+    __slots__ = ("_partials",)
+
+    def __init__(self) -> None:
+        self._partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        i = 0
+        for y in self._partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                self._partials[i] = lo
+                i += 1
+            x = hi
+        self._partials[i:] = [x]
+
+    def value(self) -> float:
+        return math.fsum(self._partials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +228,8 @@ def generate_heatmap(
         else:
             bounds = (0.0, 0.0, 0.0, 0.0)
     lat_min, lat_max, lon_min, lon_max = bounds
+    if lat_min > lat_max or lon_min > lon_max:
+        raise ValueError(f"bounds must be (lat_min, lat_max, lon_min, lon_max), got {bounds!r}")
     lat_span = (lat_max - lat_min) or 1e-9
     lon_span = (lon_max - lon_min) or 1e-9
     sums = [[0.0] * cols for _ in range(rows)]

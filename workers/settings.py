@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     Each field is read from ``IONVEIL_<FIELD>`` (for example ``IONVEIL_CORE_DSN``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="IONVEIL_", extra="ignore")
+    # An empty variable (``IONVEIL_NATS_URL=`` in a compose file) means "not set", as in
+    # tests/infra.py: use the embedded server rather than fail on an empty URL.
+    model_config = SettingsConfigDict(env_prefix="IONVEIL_", extra="ignore", env_ignore_empty=True)
 
     nats_url: str | None = None
     core_dsn: str | None = None
@@ -48,6 +50,15 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     db_pool_max: int = Field(default=10, ge=1, le=200)
     fetch_batch: int = Field(default=256, ge=1, le=10_000)
+    # Added to every contract HTTP port by `ionveil up` / `ionveil worker` (tests, two fleets
+    # on one machine): policy listens on 8101 + offset.
+    http_port_offset: int = Field(default=0, ge=0, le=50_000)
+    # Alerts worker: seconds between check cycles, and notification channels by name
+    # (JSON map: name -> "https://..." webhook, "nats:<subject>", or
+    # "smtp://host:port?from=a@x&to=b@y,c@z"); see workers/alerts.py.
+    alerts_check_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    alerts_channels: dict[str, str] = Field(default_factory=dict)
+    alerts_default_channels: list[str] = Field(default_factory=list)
 
     @field_validator("nats_url")
     @classmethod
