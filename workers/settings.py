@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     alerts_check_interval_s: float = Field(default=30.0, gt=0, le=3600)
     alerts_channels: dict[str, str] = Field(default_factory=dict)
     alerts_default_channels: list[str] = Field(default_factory=list)
+    alerts_redis_prefix: str = Field(default="ionveil:alerts", min_length=1, max_length=200)
 
     @field_validator("nats_url")
     @classmethod
