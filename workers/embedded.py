@@ -166,15 +166,20 @@ class EmbeddedPostgres:
         return dsns
 
     def pg_ctl(self, *args: str) -> None:
-        """Run ``pg_ctl`` on this cluster (used by fault tests to stop and start it)."""
+        """Run ``pg_ctl`` on this cluster (used by fault tests to stop and start it).
+
+        As root, pgserver runs PostgreSQL as the system user ``pgserver`` (PostgreSQL refuses
+        to run as root), so ``pg_ctl`` runs as that user too.
+        """
         import pgserver
 
         pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-        subprocess.run(
-            [str(pg_ctl), "-D", str(self.data_dir), "-w", *args],
-            check=True,
-            capture_output=True,
-        )
+        cmd = [str(pg_ctl), "-D", str(self.data_dir), "-w", *args]
+        if os.name == "posix" and os.geteuid() == 0:
+            cmd = ["runuser", "-u", "pgserver", "--", *cmd]
+        # Output to a file, not a pipe: `pg_ctl start` leaves postgres holding its stdout.
+        with open(self.data_dir / "pg_ctl.out", "ab") as out:
+            subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT, timeout=60)
 
     def stop(self) -> None:
         """Stop the cluster (idempotent)."""

@@ -20,12 +20,14 @@ from typing import Any
 
 import nats.errors
 import structlog
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from ionveil.errors import ValidationError
 from workers.codec import decode_payload
 from workers.runtime._batch import make_validator, reply_metadata
+from workers.runtime.advisories import MaxDeliveriesWatcher
 from workers.runtime.catalogue import Catalogue
 from workers.runtime.dlq import DeadLetterReason, dead_letter
 from workers.runtime.messages import ConsumerSpec, Envelope
@@ -54,6 +56,7 @@ class ConsumerLoop:
         metrics: ConsumerMetrics,
         semaphore: asyncio.Semaphore,
         fetch_timeout_s: float,
+        nc: NATS | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -67,6 +70,13 @@ class ConsumerLoop:
         self._orgs: dict[str, str | None] = {}
         self._stopping = asyncio.Event()
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._watcher = (
+            MaxDeliveriesWatcher(
+                nc, js, stream=settings.stream, durable=settings.durable, metrics=metrics
+            )
+            if nc is not None
+            else None
+        )
         self._log = log.bind(consumer=settings.durable, stream=settings.stream)
 
     @property
@@ -77,6 +87,8 @@ class ConsumerLoop:
     async def start(self) -> None:
         """Create or update the durable and bind a pull subscription to it."""
         await ensure_consumer(self._js, self.settings)
+        if self._watcher is not None:
+            await self._watcher.start()
         self._sub = await self._js.pull_subscribe_bind(
             durable=self.settings.durable, stream=self.settings.stream
         )
@@ -87,6 +99,8 @@ class ConsumerLoop:
 
     async def close(self) -> None:
         """Unsubscribe the pull subscription (after the loop ended)."""
+        if self._watcher is not None:
+            await self._watcher.stop()
         if self._sub is not None:
             with contextlib.suppress(
                 nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError
@@ -120,7 +134,7 @@ class ConsumerLoop:
                     fetching = asyncio.ensure_future(sub.fetch(size, timeout=timeout_s))
                 try:
                     msgs = await fetching
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises both its own and asyncio's
                     continue  # no messages (or a reconnect in progress): ask again
                 except nats.errors.ConnectionClosedError:
                     self._log.info("connection closed; consumer loop ends")

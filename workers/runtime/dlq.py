@@ -7,6 +7,7 @@ derived from the original stream and sequence, so a retried dead-lettering is st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 from nats.aio.msg import Msg
@@ -23,6 +24,7 @@ __all__ = [
     "HEADER_STREAM_SEQ",
     "DeadLetterReason",
     "dead_letter",
+    "dead_letter_raw",
     "dlq_subject",
 ]
 
@@ -77,11 +79,43 @@ async def dead_letter(
     Raises:
         nats.errors.Error: the DLQ publish was not acknowledged by JetStream.
     """
-    original = msg.headers or {}
+    await dead_letter_raw(
+        js,
+        msg.subject,
+        msg.data,
+        msg.headers,
+        reason=reason,
+        error=error,
+        stream=stream,
+        consumer=consumer,
+        stream_seq=stream_seq,
+        num_delivered=num_delivered,
+    )
+
+
+async def dead_letter_raw(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    original_headers: Mapping[str, str] | None,
+    *,
+    reason: DeadLetterReason,
+    error: str,
+    stream: str,
+    consumer: str,
+    stream_seq: int,
+    num_delivered: int,
+) -> None:
+    """Dead-letter a message given by its parts (e.g. read back from the stream by sequence).
+
+    Raises:
+        nats.errors.Error: the DLQ publish was not acknowledged by JetStream.
+    """
+    original = original_headers or {}
     headers = {
         HEADER_ERROR: _header_value(error) or reason.value,
         HEADER_CODE: reason.value,
-        HEADER_ORIGINAL_SUBJECT: msg.subject,
+        HEADER_ORIGINAL_SUBJECT: subject,
         HEADER_DELIVERY_COUNT: str(num_delivered),
         HEADER_STREAM_SEQ: str(stream_seq),
         HEADER_ORIGINAL_STREAM: stream,
@@ -94,4 +128,4 @@ async def dead_letter(
     msg_id = original.get("Nats-Msg-Id")
     if msg_id:
         headers[HEADER_ORIGINAL_MSG_ID] = _header_value(msg_id)
-    await js.publish(dlq_subject(msg.subject), msg.data, headers=headers)
+    await js.publish(dlq_subject(subject), data, headers=headers)

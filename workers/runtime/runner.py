@@ -170,6 +170,7 @@ class _Runtime:
                 metrics=self.metrics.consumer(spec.durable),
                 semaphore=semaphore,
                 fetch_timeout_s=worker.fetch_timeout_s,
+                nc=nc,
             )
             await loop.start()
             self.loops.append(loop)
