@@ -151,10 +151,11 @@ class EmbeddedPostgres:
 
     def start(self) -> dict[str, str]:
         """Start (or attach to) the cluster, create missing databases; returns their DSNs."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # pgserver asks platformdirs for a runtime dir at import; give it one instead of a warning.
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent.resolve()))
         import pgserver  # imported lazily: only the embedded path needs it
 
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent))
         server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         self._server = server
         existing = server.psql("SELECT datname FROM pg_database;")
