@@ -36,6 +36,7 @@ UNREFERENCED_OK: dict[str, str] = {}
 STREAMS = {"DISPATCH", "INCIDENTS", "POLICY", "ALERTS", "SIMJOBS", "DLQ"}
 DURABLES = {
     "policy-engine": "DISPATCH",
+    "analytics-recorder": "DISPATCH",
     "dashboard-dispatch": "DISPATCH",
     "dashboard-incidents": "INCIDENTS",
     "dashboard-alerts": "ALERTS",
@@ -60,6 +61,7 @@ ENDPOINTS = {
         "rules-list",
     },
     "policy": {"state"},
+    "analytics": {"statistics"},
 }
 
 
@@ -142,7 +144,7 @@ def overlaps(code: str, pattern: str) -> bool:
 
 
 def test_catalogue_loads_with_every_stream_durable_and_endpoint(catalogue: Catalogue) -> None:
-    """The catalogue lists the six streams, the seven durables on their streams and every
+    """The catalogue lists the six streams, the eight durables on their streams and every
     endpoint named in the architecture (services may add more)."""
     assert {s.name for s in catalogue.streams} == STREAMS
     assert {c.durable: c.stream for c in catalogue.consumers} == DURABLES
@@ -321,3 +323,29 @@ def test_consumer_settings_prefer_the_catalogue(catalogue: Catalogue) -> None:
         consumer_settings(wrong, catalogue)
     with pytest.raises(ConfigurationError, match="NOPE"):
         consumer_settings(ConsumerSpec("NOPE", "x", "y", handler), catalogue)
+
+
+def test_per_replica_durables_take_their_prefix_entry(catalogue: Catalogue) -> None:
+    """``dashboard-dispatch-<replica>`` uses the per-replica ``dashboard-dispatch`` entry, keeps
+    its own name, start sequence and inactivity threshold; a non-per-replica prefix does not
+    match."""
+    from workers.runtime import ConsumerSpec
+
+    async def handler(batch: list) -> None:
+        return None
+
+    entry = catalogue.consumer("dashboard-dispatch")
+    assert entry is not None and entry.per_replica
+    spec = ConsumerSpec(
+        "DISPATCH",
+        "dashboard-dispatch-r1",
+        "ionveil.dispatch.events.>",
+        handler,
+        start_seq=42,
+        inactive_threshold_s=600.0,
+    )
+    merged = consumer_settings(spec, catalogue)
+    assert merged.durable == "dashboard-dispatch-r1"
+    assert (merged.start_seq, merged.inactive_threshold_s) == (42, 600.0)
+    assert merged.max_ack_pending == entry.max_ack_pending
+    assert catalogue.consumer("policy-engine-r1") is None

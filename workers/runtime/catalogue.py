@@ -136,6 +136,8 @@ class CatalogueConsumer(_Strict):
     max_deliver: int = Field(ge=1)
     backoff_s: tuple[float, ...] = ()
     max_ack_pending: int = Field(default=1000, ge=1)
+    per_replica: bool = False
+    """``durable`` is a prefix: each replica reads the whole stream as ``<durable>-<replica>``."""
 
     @model_validator(mode="after")
     def _valid(self) -> CatalogueConsumer:
@@ -212,8 +214,16 @@ class Catalogue(_Strict):
         raise ConfigurationError(f"stream {name!r} is not in subjects.yaml")
 
     def consumer(self, durable: str) -> CatalogueConsumer | None:
-        """The catalogue entry of ``durable``, or ``None`` if it is not catalogued."""
-        return self._consumers.get(durable)
+        """The catalogue entry of ``durable``, or ``None`` if it is not catalogued.
+
+        A per-replica entry ``dashboard-dispatch`` also answers for ``dashboard-dispatch-<id>``.
+        """
+        exact = self._consumers.get(durable)
+        if exact is not None:
+            return exact
+        prefix, _, _ = durable.rpartition("-")
+        entry = self._consumers.get(prefix)
+        return entry if entry is not None and entry.per_replica else None
 
     @cached_property
     def _consumers(self) -> dict[str, CatalogueConsumer]:

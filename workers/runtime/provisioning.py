@@ -170,12 +170,16 @@ def consumer_settings(spec: ConsumerSpec, catalogue: Catalogue) -> ConsumerSetti
         )
     return ConsumerSettings(
         stream=entry.stream,
-        durable=entry.durable,
+        durable=spec.durable,
         filter_subject=entry.filter_subject,
         ack_wait_s=entry.ack_wait_s,
         max_deliver=entry.max_deliver,
         backoff_s=entry.backoff_s,
         max_ack_pending=entry.max_ack_pending,
+        # A per-replica durable starts where its replica's checkpoint ends, and goes away
+        # when that replica is gone for good.
+        start_seq=spec.start_seq if entry.per_replica else None,
+        inactive_threshold_s=spec.inactive_threshold_s if entry.per_replica else None,
     )
 
 
