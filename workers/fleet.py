@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 WORKERS: dict[str, str] = {
     "policy": "workers.policy",
+    "analytics": "workers.analytics",
     "simulator": "workers.simulator",
     "dashboard": "workers.dashboard",
     "alerts": "workers.alerts",

@@ -17,8 +17,11 @@ Endpoints (``ionveil.api.simulator.<op>``, request-reply, MessagePack or JSON):
   pattern, escalation_thresholds?, deescalation_scales?, duration?}`` (a sweep), or
   ``{scenarios, patterns | pattern}`` -> the recommendation dict.
 
-A pattern is ``{events: [[offset, ok], ...]}`` or ``{generator: constant|burst|cascade,
-params: {...}}``; without ``duration`` a run covers the pattern's own span. Job consumer
+A pattern is ``{events: [[offset, ok], ...]}``, ``{generator: constant|burst|cascade,
+params: {...}}`` or ``{replay: {org_id, start, end}}`` (the org's recorded dispatch outcomes in
+the analytics database, written by the analytics worker, as ``pattern_from_history`` builds
+them: "what would this policy have done last Tuesday?"); without ``duration`` a run covers the
+pattern's own span, a replay the whole ``[start, end]`` range. Job consumer
 (durable ``simulator-jobs``, a work queue shared by replicas): runs the job, stores the result,
 publishes it on ``ionveil.simulator.results.<simulation_id>``. Replies and published results
 carry at most ``max_reply_transitions`` transitions (the stored result has all of them).
@@ -28,14 +31,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
+from datetime import datetime
 from typing import Any, Literal
 
+import asyncpg
 import structlog
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from ionveil.errors import ConflictError, NotFoundError, ValidationError
+from ionveil.errors import ConflictError, NotFoundError, TransientError, ValidationError
+from ionveil.models import MAX_ID_LENGTH
 from services.simulator import (
     PolicyScenario,
     PolicySimulator,
@@ -48,6 +62,7 @@ from services.simulator import (
     validate_scenario,
 )
 from services.simulator.engine import FailurePattern
+from services.simulator.replay import pattern_from_history, replay_duration_seconds
 from services.simulator.serde import (
     pattern_from_spec,
     result_from_dict,
@@ -55,7 +70,7 @@ from services.simulator.serde import (
     scenario_from_dict,
 )
 from services.simulator.store import PostgresSimulationStore, SimulationStore, StoredSimulation
-from workers.codec import encode_payload
+from workers.codec import encode_payload, parse_timestamp
 from workers.runtime import (
     ConsumerSpec,
     EndpointSpec,
@@ -104,23 +119,51 @@ class ScenarioIn(_In):
         return scenario
 
 
+class ReplayIn(_In):
+    """A replay of recorded history: an org's dispatch outcomes over ``[start, end]``."""
+
+    org_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    start: datetime
+    end: datetime
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _moment(cls, value: Any, info: ValidationInfo) -> datetime:
+        return parse_timestamp(value, field=str(info.field_name))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplayIn:
+        if self.end <= self.start:
+            raise ValueError("end: must be after start")
+        return self
+
+
 class PatternIn(_In):
-    """A pattern on the wire: explicit events or a generator with parameters."""
+    """A pattern on the wire: explicit events, a generator with parameters, or a replay."""
 
     pattern_id: str | None = Field(default=None, max_length=128)
     description: str = Field(default="", max_length=1000)
     events: list[tuple[int, bool]] | None = None
     generator: Literal["constant", "burst", "cascade"] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    replay: ReplayIn | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> PatternIn:
-        if (self.events is None) == (self.generator is None):
-            raise ValueError("pattern: give exactly one of events or generator")
+        sources = (self.events, self.generator, self.replay)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("pattern: give exactly one of events, generator or replay")
         return self
 
     def domain(self) -> FailurePattern:
-        """The ``FailurePattern`` (generated, or explicit events validated)."""
+        """The ``FailurePattern`` (generated, or explicit events validated).
+
+        Raises:
+            ValidationError: a bad pattern, or a replay (which needs the analytics database:
+                ``SimulatorWorker.resolve_pattern`` builds those).
+        """
+        if self.replay is not None:
+            raise ValidationError("pattern.replay: needs the analytics database (use the worker)")
         spec = self.model_dump(exclude_none=True)
         pattern = pattern_from_spec(spec)
         problems = validate_pattern(pattern)
@@ -129,8 +172,21 @@ class PatternIn(_In):
         return pattern
 
 
-def _duration(duration: int | None, pattern: FailurePattern) -> int:
-    value = pattern_span_seconds(pattern) if duration is None else duration
+class _NoHistory:
+    """The history of an analytics database nothing was recorded in yet."""
+
+    async def fetch_dispatch_outcomes(
+        self, org_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, bool]]:
+        """No outcomes at all."""
+        return []
+
+
+def _duration(duration: int | None, pattern: FailurePattern, default: int | None = None) -> int:
+    if duration is not None:
+        value = duration
+    else:
+        value = pattern_span_seconds(pattern) if default is None else default
     problems = validate_duration(value)
     if problems:
         raise ValidationError(problems)
@@ -210,7 +266,7 @@ class SimulatorWorker(Worker):
     """
 
     name = "simulator"
-    databases = ("core",)
+    databases = ("core", "analytics")
     endpoint_timeout_s = 300.0
 
     def __init__(
@@ -280,10 +336,49 @@ class SimulatorWorker(Worker):
     def _wire(self, result: SimulationResult) -> dict[str, Any]:
         return result_to_dict(result, max_transitions=self._max_transitions)
 
+    async def resolve_pattern(self, spec: PatternIn) -> tuple[FailurePattern, int | None]:
+        """The pattern ``spec`` describes, and its default duration (``None``: its span).
+
+        A replay reads the org's recorded outcomes from the analytics database and covers the
+        whole range by default (``replay_duration_seconds``); other patterns are built as
+        ``PatternIn.domain`` builds them.
+
+        Raises:
+            ValidationError: a bad pattern or range, each problem under ``pattern.``.
+            TransientError: the analytics database cannot be reached.
+        """
+        replay = spec.replay
+        if replay is None:
+            return spec.domain(), None
+        if self._ctx is None or "analytics" not in self._ctx.pools:
+            raise TransientError("pattern.replay: no analytics database on this worker")
+        try:
+            try:
+                pattern = await pattern_from_history(
+                    self._ctx.pools["analytics"], replay.org_id, replay.start, replay.end
+                )
+            except asyncpg.UndefinedTableError:  # the analytics worker never ran: no history
+                pattern = await pattern_from_history(
+                    _NoHistory(), replay.org_id, replay.start, replay.end
+                )
+        except ValidationError as exc:
+            raise ValidationError([f"pattern.replay.{p}" for p in exc.problems]) from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise TransientError(f"analytics database: {type(exc).__name__}: {exc}") from exc
+        if spec.pattern_id:
+            pattern.pattern_id = spec.pattern_id
+        elif len(pattern.pattern_id) > MAX_ID_LENGTH:
+            digest = hashlib.sha256(pattern.pattern_id.encode()).hexdigest()[:32]
+            pattern.pattern_id = f"replay-{digest}"
+        if spec.description:
+            pattern.description = spec.description
+        return pattern, replay_duration_seconds(replay.start, replay.end)
+
     async def _create_run(self, body: CreateIn | RunIn | JobIn, sim_id: str | None) -> str:
         assert body.scenario is not None and body.pattern is not None
-        scenario, pattern = body.scenario.domain(), body.pattern.domain()
-        duration = _duration(body.duration, pattern)
+        scenario = body.scenario.domain()
+        pattern, default = await self.resolve_pattern(body.pattern)
+        duration = _duration(body.duration, pattern, default)
         new_id = sim_id or uuid.uuid4().hex
         await self._store.create(new_id, scenario, pattern, duration)
         log.info("simulation_created", simulation_id=new_id, scenario=scenario.name)
@@ -411,10 +506,10 @@ class SimulatorWorker(Worker):
 
     async def _compare(self, req: Request) -> dict[str, Any]:
         body = CompareIn.model_validate(req.payload)
-        pattern = body.pattern.domain()
         scenarios = [s.domain() for s in body.scenarios]
+        pattern, default = await self.resolve_pattern(body.pattern)
         results = await asyncio.to_thread(
-            self._compare_now, scenarios, pattern, _duration(body.duration, pattern)
+            self._compare_now, scenarios, pattern, _duration(body.duration, pattern, default)
         )
         return {"results": {name: self._wire(r) for name, r in results.items()}}
 
@@ -423,7 +518,8 @@ class SimulatorWorker(Worker):
         if body.results is not None:
             results = [result_from_dict(r) for r in body.results]
             return self.simulator.generate_recommendation(results)
-        patterns = [p.domain() for p in (body.patterns or ([body.pattern] if body.pattern else []))]
+        specs = body.patterns or ([body.pattern] if body.pattern else [])
+        patterns = [await self.resolve_pattern(p) for p in specs]
         if not patterns:
             raise ValidationError("patterns: give results, or scenarios/base and patterns")
         if body.base is not None:
@@ -437,8 +533,8 @@ class SimulatorWorker(Worker):
 
         def sweep() -> dict[str, Any]:
             collected: list[SimulationResult] = []
-            for pattern in patterns:
-                duration = _duration(body.duration, pattern)
+            for pattern, default in patterns:
+                duration = _duration(body.duration, pattern, default)
                 collected.extend(self._compare_now(scenarios, pattern, duration).values())
             return self.simulator.generate_recommendation(collected)
 

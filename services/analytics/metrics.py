@@ -1,8 +1,10 @@
 """``MetricsCollector``: response-time records in the analytics database, and their statistics.
 
-Records are kept one per (org, incident), so a redelivered event never counts twice. Statistics
-are exact, computed with ``ionveil.statistics``; ``stream_metrics`` reads any number of rows with
-a server-side cursor in bounded memory.
+Records are kept one per (org, incident), so a redelivered event never counts twice. Whether a
+record met its SLA is the verdict its source reported (``ResponseRecord.reported_sla_met``, the
+``sla_met`` column) or, when none was given, its response time against
+``SLA_BY_SEVERITY[priority]``. Statistics are exact, computed with ``ionveil.statistics``;
+``stream_metrics`` reads any number of rows with a server-side cursor in bounded memory.
 """
 
 from __future__ import annotations
@@ -41,16 +43,18 @@ CREATE TABLE IF NOT EXISTS response_metrics (
 );
 CREATE INDEX IF NOT EXISTS response_metrics_org_time_idx
     ON response_metrics (org_id, recorded_at, id);
+-- The source's own SLA verdict (NULL: derived from the priority's target).
+ALTER TABLE response_metrics ADD COLUMN IF NOT EXISTS sla_met boolean;
 """
 
-_COLUMNS = "org_id, incident_id, priority, response_time_minutes, region, recorded_at"
+_COLUMNS = "org_id, incident_id, priority, response_time_minutes, region, recorded_at, sla_met"
 
 _INSERT = f"""
 WITH inserted AS (
     INSERT INTO response_metrics ({_COLUMNS})
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::smallint[], $4::double precision[], $5::text[],
-        $6::timestamptz[]
+        $6::timestamptz[], $7::boolean[]
     )
     ON CONFLICT (org_id, incident_id) DO NOTHING
     RETURNING 1
@@ -74,7 +78,15 @@ def _record(row: asyncpg.Record) -> ResponseRecord:
         response_time_minutes=row["response_time_minutes"],
         region=row["region"],
         recorded_at=row["recorded_at"],
+        reported_sla_met=row["sla_met"],
     )
+
+
+def _met(row: asyncpg.Record) -> bool:
+    """The row's stored SLA verdict, or the one derived from its priority's target."""
+    if row["sla_met"] is not None:
+        return bool(row["sla_met"])
+    return bool(row["response_time_minutes"] <= SLA_BY_SEVERITY[row["priority"]])
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -163,7 +175,7 @@ class MetricsCollector:
             raise ValidationError(problems)
         if not batch:
             return 0
-        columns: list[list[Any]] = [[], [], [], [], [], []]
+        columns: list[list[Any]] = [[], [], [], [], [], [], []]
         for r in batch:
             for column, value in zip(
                 columns,
@@ -174,6 +186,7 @@ class MetricsCollector:
                     float(r.response_time_minutes),
                     r.region,
                     r.recorded_at,
+                    r.reported_sla_met,
                 ),
                 strict=True,
             ):
@@ -201,7 +214,7 @@ class MetricsCollector:
         _check_org(org_id)
         check_range(since, until)
         rows = await self._pool.fetch(
-            f"SELECT priority, response_time_minutes FROM response_metrics WHERE {_RANGE}",
+            f"SELECT priority, response_time_minutes, sla_met FROM response_metrics WHERE {_RANGE}",
             org_id,
             since,
             until,
@@ -213,7 +226,7 @@ class MetricsCollector:
             record_priority = row["priority"]
             value = row["response_time_minutes"]
             per_priority[record_priority].append(value)
-            if value <= SLA_BY_SEVERITY[record_priority]:
+            if _met(row):
                 met[record_priority] += 1
         by_priority = {}
         for priority in sorted(per_priority, reverse=True):
@@ -286,7 +299,8 @@ class MetricsCollector:
         """Whether each recorded response in ``[start, end]`` met its SLA, in time order.
 
         The simulator replays this history through a sandboxed ``PolicyEngine``: ``True`` is a
-        success (arrived within ``SLA_BY_SEVERITY[priority]`` minutes), ``False`` a failure.
+        success (the reported verdict, else arrived within ``SLA_BY_SEVERITY[priority]``
+        minutes), ``False`` a failure.
         Both bounds are inclusive, as the simulator's ``OutcomeSource`` protocol states (unlike
         the half-open ranges of ``calculate_statistics`` and ``stream_metrics``).
 
@@ -306,14 +320,11 @@ class MetricsCollector:
                 [p.replace("since", "start").replace("until", "end") for p in exc.problems]
             ) from None
         rows = await self._pool.fetch(
-            "SELECT priority, response_time_minutes, recorded_at FROM response_metrics "
+            "SELECT priority, response_time_minutes, sla_met, recorded_at FROM response_metrics "
             "WHERE org_id = $1 AND recorded_at >= $2 AND recorded_at <= $3 "
             "ORDER BY recorded_at, id",
             org_id,
             start,
             end,
         )
-        return [
-            (row["recorded_at"], row["response_time_minutes"] <= SLA_BY_SEVERITY[row["priority"]])
-            for row in rows
-        ]
+        return [(row["recorded_at"], _met(row)) for row in rows]

@@ -23,6 +23,8 @@ class ResponseRecord:
         response_time_minutes: dispatch to first unit on scene, finite and >= 0.
         region: where (may be empty).
         recorded_at: when the response completed (aware; stored in UTC).
+        reported_sla_met: the source's own verdict on the SLA (``DispatchEvent.sla_met``, what
+            the live policy engine counted), or ``None`` to derive it from the priority.
     """
 
     org_id: str
@@ -31,10 +33,14 @@ class ResponseRecord:
     response_time_minutes: float
     region: str
     recorded_at: datetime
+    reported_sla_met: bool | None = None
 
     @property
     def sla_met(self) -> bool:
-        """True when the unit arrived within ``SLA_BY_SEVERITY[priority]`` minutes."""
+        """The reported verdict when there is one, else whether the unit arrived within
+        ``SLA_BY_SEVERITY[priority]`` minutes."""
+        if self.reported_sla_met is not None:
+            return self.reported_sla_met
         return self.response_time_minutes <= SLA_BY_SEVERITY[self.priority]
 
 
@@ -56,6 +62,8 @@ def validate_record(record: ResponseRecord, where: str = "") -> list[str]:
         problems.append(f"{where}region: must be a string")
     elif len(record.region) > MAX_ID_LENGTH:
         problems.append(f"{where}region: at most {MAX_ID_LENGTH} characters")
+    if record.reported_sla_met is not None and not isinstance(record.reported_sla_met, bool):
+        problems.append(f"{where}reported_sla_met: must be a boolean or None")
     at = record.recorded_at
     if not isinstance(at, datetime):
         problems.append(f"{where}recorded_at: must be a datetime")

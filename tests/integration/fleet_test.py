@@ -35,7 +35,9 @@ def _offset() -> int:
     """A port offset putting every contract port on a free port."""
     for _ in range(50):
         offset = free_port() - 8101
-        if offset > 0 and all(_free(c["port"] + offset) for c in SERVICE_CONTRACTS.values()):
+        if 0 < offset <= 50_000 and all(
+            _free(c["port"] + offset) for c in SERVICE_CONTRACTS.values()
+        ):
             return offset
     raise RuntimeError("no free port range")
 

@@ -23,7 +23,7 @@ from workers.embedded import EmbeddedNats
 pytestmark = pytest.mark.security
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats-server.conf"
-USERS = ("admin", "policy", "dashboard", "alerts", "simulator", "publisher")
+USERS = ("admin", "policy", "analytics", "dashboard", "alerts", "simulator", "publisher")
 TENANTS = ("metro", "county")
 STREAMS = {
     "DISPATCH": ["ionveil.dispatch.events.>"],

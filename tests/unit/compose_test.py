@@ -16,7 +16,7 @@ from shared.contracts.contracts import SERVICE_CONTRACTS
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKERS = ("policy", "simulator", "dashboard", "alerts")
+WORKERS = ("policy", "analytics", "simulator", "dashboard", "alerts")
 INFRA = ("nats", "postgres-core", "postgres-analytics", "postgres-audit", "redis")
 
 
