@@ -10,13 +10,16 @@ Bindings (ARCHITECTURE.md, "NATS contract"; subjects.yaml):
 - runs the check cycle every ``IONVEIL_ALERTS_CHECK_INTERVAL_S`` (incidents, org rules, then
   escalations);
 - publishes every alert state change, the whole alert, on ``ionveil.alerts.<org>.<severity>``
-  with ``Nats-Msg-Id: <alert_id>-<seq>``;
+  with ``Nats-Msg-Id: <alert_id>-<seq>``, from a transactional outbox in the audit database:
+  right after the commit, then again at start, every second and at teardown for whatever was
+  not acked (``/health`` turns 503 when a change stays unpublished for a minute);
 - serves ``ionveil.api.alerts.<org>.{active,get,ack,resolve,escalate,suppress,unsuppress,
   suppressions,policy}`` and ``ionveil.api.alerts.rules.{add,remove,list}``.
 
 State lives in the audit database (``PostgresAlertStore``), hot cool-down/suppression keys in
 Redis when configured; two replicas side by side raise each alert and send each notification
-once (see ``services.alerts.postgres``).
+once (see ``services.alerts.postgres``); a notification whose sender died is re-sent by the
+check loop of any replica (``services.alerts.notify`` states the exact guarantee).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.exceptions import RedisError
 
 from ionveil.errors import ConfigurationError, NotFoundError, TransientError, ValidationError
 from ionveil.models import MAX_ID_LENGTH
@@ -44,6 +48,7 @@ from services.alerts import (
     SLAMonitorService,
 )
 from services.alerts._serde import alert_to_dict, policy_from_dict, rule_from_dict, rule_to_dict
+from services.alerts.outbox import FLUSH_MIN_AGE_S
 from services.audit import AuditLogger, PostgresAuditStore
 from services.notifications import (
     ChannelRegistry,
@@ -51,7 +56,7 @@ from services.notifications import (
     NatsSubjectChannel,
     WebhookChannel,
 )
-from workers.codec import encode_payload, parse_timestamp
+from workers.codec import check_not_future, encode_payload, parse_timestamp
 from workers.runtime import ConsumerSpec, EndpointSpec, Envelope, Request, Worker, WorkerContext
 from workers.settings import Settings
 
@@ -60,7 +65,11 @@ __all__ = ["AlertsWorker", "IncidentEvent", "PolicyTransitionEvent", "build_chan
 log = structlog.get_logger(__name__)
 
 ALERTS_SUBJECT = "ionveil.alerts.{org}.{severity}"
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+OUTBOX_FLUSH_INTERVAL_S = 1.0
+OUTBOX_STALE_S = 60.0
+# Storage away (PostgreSQL, or Redis: its errors are not OSErrors): the check loop tries again
+# next cycle, the consumers nak and retry.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, RedisError)
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -79,7 +88,8 @@ class IncidentEvent(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _timestamp(cls, value: Any) -> datetime:
-        return parse_timestamp(value, field="timestamp")
+        # A dispatch time in the future would hold the SLA clock back: refused.
+        return check_not_future(parse_timestamp(value, field="timestamp"))
 
 
 class PolicyTransitionEvent(BaseModel):
@@ -147,6 +157,8 @@ class AlertsWorker(Worker):
         self._monitor: SLAMonitorService | None = None
         self._channels: ChannelRegistry | None = None
         self.escalation: EscalationManager | None = None
+        self.outbox_stale_s = OUTBOX_STALE_S
+        self.outbox_flush_interval_s = OUTBOX_FLUSH_INTERVAL_S
 
     @property
     def monitor(self) -> SLAMonitorService:
@@ -174,9 +186,11 @@ class AlertsWorker(Worker):
             clock=self._clock,
             publisher=self._publish,
             default_channels=ctx.settings.alerts_default_channels,
+            replica_id=ctx.replica_id,
         )
         self.escalation = EscalationManager(self._monitor)
         await self._monitor.load_state()
+        await self._monitor.flush_outbox()  # what a previous run committed but never published
 
     async def _publish(self, alert: Alert) -> None:
         assert self._ctx is not None
@@ -206,15 +220,28 @@ class AlertsWorker(Worker):
         ]
 
     def background(self) -> list[Callable[[], Awaitable[None]]]:
-        """The check loop."""
-        return [self._check_loop]
+        """The check loop and the outbox flusher."""
+        return [self._check_loop, self._outbox_loop]
+
+    async def health(self) -> str | None:
+        """Unhealthy while an alert change has waited in the outbox for over a minute."""
+        lag = await self.monitor.outbox.lag_s()
+        if lag is not None and lag > self.outbox_stale_s:
+            return f"alert changes unpublished for {lag:.0f}s"
+        return None
 
     async def teardown(self) -> None:
-        """Let notifications in flight finish, then close the channels."""
+        """Let notifications in flight finish, publish what is left, close the channels."""
         if self._monitor is not None:
             await self._monitor.notifier.drain()
+            await self._monitor.flush_outbox()
         if self._channels is not None:
             await self._channels.close()
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.outbox_flush_interval_s)
+            await self.monitor.flush_outbox(min_age_s=FLUSH_MIN_AGE_S)
 
     async def _check_loop(self) -> None:
         while True:

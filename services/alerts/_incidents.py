@@ -4,6 +4,11 @@ The part of ``SLAMonitorService`` that decides *when* alerts are raised or resol
 own. ``check_incident`` evaluates one incident; ``check_active_incidents`` evaluates every
 tracked incident in one pass over ``ActiveIncidents`` (a binary search per rule and priority,
 see ``_tracker``), raising exactly the alerts the per-incident path would.
+
+Everything a decision depends on is shared through the store, so two replicas decide as one:
+the tracked incidents (reloaded every cycle), the SLA outcomes behind ``pattern`` and
+``threshold`` rules (``AlertStore.record_breaches`` / ``finish_incident`` / ``outcome_view``),
+and (``_policyalign``) the last applied policy transition of each org.
 """
 
 from __future__ import annotations
@@ -20,16 +25,14 @@ from ionveil.models import IncidentStatus
 from services.alerts._serde import iso, parse_time
 from services.alerts._tracker import ActiveIncidents, IncidentKey, TrackedIncident
 from services.alerts.models import (
-    POLICY_SEVERITY,
     Alert,
     AlertRule,
-    AlertSeverity,
     SLAViolation,
 )
 from services.alerts.rules import (
     INCIDENT_CONDITIONS,
     ORG_CONDITIONS,
-    OutcomeLog,
+    OutcomeView,
     incident_cutoff_minutes,
     incident_rule_fires,
     org_rule_fires,
@@ -39,12 +42,9 @@ from services.alerts.rules import (
 if TYPE_CHECKING:
     from services.alerts.monitor import SLAMonitorService
 
-__all__ = ["POLICY_RULE_ID", "IncidentMixin"]
+__all__ = ["IncidentMixin"]
 
 log = structlog.get_logger(__name__)
-
-POLICY_RULE_ID = "policy-transition"
-"""Rule id of org-level alerts that follow the org's live policy (suppressible by pattern)."""
 
 
 def _text(name: str, value: object, limit: int = 256) -> str:
@@ -58,9 +58,8 @@ class IncidentMixin:
 
     def _init_incident_state(self: SLAMonitorService) -> None:
         self.incidents = ActiveIncidents()
-        self.outcomes = OutcomeLog()
+        # Breaches this replica knows are counted (a cache: the store counts each once).
         self._breach_recorded: set[IncidentKey] = set()
-        self._policy_seq: dict[str, int] = {}
 
     # ------------------------------------------------------------ incident events
     async def track_incident(
@@ -101,7 +100,7 @@ class IncidentMixin:
         like ``closed`` and ``cancelled``, stops watching the incident and resolves its SLA
         alerts as actor ``system``. ``opened`` (pending) needs nothing. Redelivered events are
         harmless: a second ``dispatched`` replaces the first, a second ``arrived`` finds
-        nothing to do.
+        nothing to do. The incident row and its outcome change in one store transaction.
 
         Returns:
             Alerts changed (resolved) or raised (org rules) by the event.
@@ -122,22 +121,18 @@ class IncidentMixin:
         if state is IncidentStatus.OPENED:
             return []
         key = (org_id, incident_id)
-        incident = self.incidents.remove(key)
-        if incident is not None:
-            await self.store.delete_incident(key)
-        changed: list[Alert] = []
-        if state is IncidentStatus.ARRIVED and incident is not None:
-            dispatched = datetime.fromtimestamp(incident.dispatch_ts, UTC)
-            met = not self.sla.is_breached(incident.priority, dispatched, at)
-            self.outcomes.record(
-                org_id,
-                incident.region,
-                met=met,
-                at=at.timestamp(),
-                arrived=True,
-                streak=key not in self._breach_recorded,
-            )
+        self.incidents.remove(key)
         self._breach_recorded.discard(key)
+
+        def met(incident: TrackedIncident) -> bool:
+            dispatched = datetime.fromtimestamp(incident.dispatch_ts, UTC)
+            return not self.sla.is_breached(incident.priority, dispatched, at)
+
+        arrived = state is IncidentStatus.ARRIVED
+        await self.store.finish_incident(
+            key, arrived_at=at.timestamp() if arrived else None, judge=met
+        )
+        changed: list[Alert] = []
         for alert in await self.store.list_alerts(org_id, incident_id=incident_id):
             resolved = await self._resolve_system(alert.alert_id, f"incident {state.value}")
             if resolved is not None:
@@ -181,20 +176,26 @@ class IncidentMixin:
                 )
                 if alert is not None:
                     raised.append(alert)
-        if elapsed > target and self._record_breach((org_id, incident_id), region, now):
+        if elapsed > target and await self._record_breach((org_id, incident_id), region, now):
             raised.extend(await self._evaluate_org(org_id, now))
         return raised
 
-    def _record_breach(
+    async def _record_breach(
         self: SLAMonitorService, key: IncidentKey, region: str | None, now: datetime
     ) -> bool:
+        """Count an incident's breach (once, across replicas); True when this call did."""
         if key in self._breach_recorded:
             return False
         self._breach_recorded.add(key)
-        self.outcomes.record(
-            key[0], region, met=False, at=now.timestamp(), arrived=False, streak=True
-        )
-        return True
+        return bool(await self.store.record_breaches([(key, region, now.timestamp())]))
+
+    async def _outcome_view(self: SLAMonitorService, now_ts: float) -> OutcomeView:
+        windows = [
+            float(r.threshold_config.get("window_minutes", 60))
+            for r in self._active_rules()
+            if r.condition_type == "threshold"
+        ]
+        return await self.store.outcome_view(now_ts - max([60.0, *windows]) * 60.0)
 
     async def check_active_incidents(
         self: SLAMonitorService, now: datetime | None = None
@@ -236,13 +237,21 @@ class IncidentMixin:
                         raised.append(alert)
         breached_keys = self._breached_keys(now_ts)
         breaches = Counter(org for org, _ in breached_keys)
+        marks = []
         for key in breached_keys:
-            incident = self.incidents.get(key)
-            self._record_breach(key, incident.region if incident else None, now)
-        orgs = set(breaches) | set(self.outcomes.orgs())
+            if key not in self._breach_recorded:
+                incident = self.incidents.get(key)
+                marks.append((key, incident.region if incident else None, now_ts))
+        if marks:
+            await self.store.record_breaches(marks)
+        self._breach_recorded = set(breached_keys)
+        if not any(r.condition_type in ORG_CONDITIONS for r in self._active_rules()):
+            return raised
+        view = await self._outcome_view(now_ts)
+        orgs = set(breaches) | set(view.orgs())
         orgs.update(org for (org, _rule, _subject) in self._open_keys)
         for org_id in sorted(orgs):
-            raised.extend(await self._evaluate_org(org_id, now, breaches.get(org_id, 0)))
+            raised.extend(await self._evaluate_org(org_id, now, breaches.get(org_id, 0), view))
         return raised
 
     def _breached_keys(self: SLAMonitorService, now_ts: float) -> list[IncidentKey]:
@@ -298,15 +307,25 @@ class IncidentMixin:
 
     # ------------------------------------------------------------ org checks
     async def _evaluate_org(
-        self: SLAMonitorService, org_id: str, now: datetime, open_breaches: int | None = None
+        self: SLAMonitorService,
+        org_id: str,
+        now: datetime,
+        open_breaches: int | None = None,
+        view: OutcomeView | None = None,
     ) -> list[Alert]:
         changed: list[Alert] = []
         now_ts = now.timestamp()
-        for rule in self._active_rules():
-            if rule.condition_type not in ORG_CONDITIONS or not rule.applies_to(org_id):
-                continue
+        rules = [
+            r
+            for r in self._active_rules()
+            if r.condition_type in ORG_CONDITIONS and r.applies_to(org_id)
+        ]
+        if rules and view is None:
+            view = await self._outcome_view(now_ts)
+        for rule in rules:
+            assert view is not None
             if rule.condition_type == "pattern" and rule.threshold_config.get("scope") == "region":
-                subjects = [(f"region:{r}", r) for r in self.outcomes.regions(org_id)]
+                subjects = [(f"region:{r}", r) for r in view.regions(org_id)]
             else:
                 subjects = [("org", None)]
             for subject, region in subjects:
@@ -317,7 +336,7 @@ class IncidentMixin:
                     org_id,
                     region,
                     open_breaches=open_breaches or 0,
-                    outcomes=self.outcomes,
+                    outcomes=view,
                     now=now_ts,
                 )
                 key = (org_id, rule.rule_id, subject)
@@ -355,91 +374,3 @@ class IncidentMixin:
                 return await self._resolve_system(alert.alert_id, reason)
         self._open_keys.discard(key)  # resolved elsewhere
         return None
-
-    # ------------------------------------------------------------ policy alignment
-    def _policy_rule(self: SLAMonitorService, org_id: str, severity: AlertSeverity) -> AlertRule:
-        return AlertRule(
-            POLICY_RULE_ID,
-            "Live policy",
-            "The org's live escalation policy",
-            "threshold",
-            {},
-            severity,
-            self.org_channels(org_id),
-            suppression_window_minutes=0,
-        )
-
-    async def on_policy_transition(
-        self: SLAMonitorService, org_id: str, payload: dict[str, Any]
-    ) -> Alert | None:
-        """Follow a transition of the org's live policy (``ionveil.policy.transitions.<org>``).
-
-        A move to a policy above the first raises the org's policy alert, or updates its
-        severity if one is open (normal -> info, watch -> warning, restricted -> critical,
-        halted -> emergency; other names -> warning); a move back to ``normal`` resolves it
-        as actor ``system``. A transition whose ``sequence`` is not newer than the last one
-        seen for the org is ignored (redelivery).
-
-        Returns:
-            The alert raised or changed, or None.
-
-        Raises:
-            ValidationError: ``to`` missing or invalid, or a bad ``timestamp`` (named).
-        """
-        _text("org_id", org_id)
-        target = _text("to", payload.get("to"))
-        at = parse_time(payload.get("timestamp", self.now()), field="timestamp")
-        sequence = payload.get("sequence")
-        if isinstance(sequence, int) and not isinstance(sequence, bool):
-            if sequence <= self._policy_seq.get(org_id, -1):
-                return None
-            self._policy_seq[org_id] = sequence
-        severity = POLICY_SEVERITY.get(target, AlertSeverity.WARNING)
-        current = [a for a in await self.store.list_alerts(org_id) if a.rule_id == POLICY_RULE_ID]
-        details = {
-            "policy": target,
-            "from": payload.get("from"),
-            "reason": str(payload.get("reason", ""))[:512],
-            "sequence": sequence,
-            "transition_time": iso(at),
-        }
-        if severity is AlertSeverity.INFO:
-            if not current:
-                return None
-            return await self._resolve_system(current[0].alert_id, f"policy back to {target}")
-        title = f"Org {org_id} policy is {target}"
-        if not current:
-            rule = self._policy_rule(org_id, severity)
-            return await self._raise(
-                rule,
-                org_id,
-                "policy",
-                None,
-                title,
-                details["reason"] or title,
-                severity,
-                self.now(),
-                {"policy_transition": details},
-            )
-        previous = current[0].severity
-
-        def mutate(alert: Alert, now: datetime) -> None:
-            alert.severity = severity
-            alert.title = title
-            alert.metadata["policy_transition"] = details
-
-        updated = await self._transition(
-            current[0].alert_id,
-            "update",
-            "system",
-            mutate,
-            note=f"policy {payload.get('from')} -> {target}",
-        )
-        if updated is not None and _rank(severity) > _rank(previous):
-            self._fire_callback(updated)
-            self.notifier.dispatch(updated, self.channels_for(updated), "severity_raised")
-        return updated
-
-
-def _rank(severity: AlertSeverity) -> int:
-    return list(AlertSeverity).index(severity)

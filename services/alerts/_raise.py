@@ -2,9 +2,11 @@
 
 Every change goes: read the alert -> check the move in ``_lifecycle`` -> build the new alert
 (sequence + 1, a history entry) -> ``store.update_alert(..., expected_seq=old)`` with the audit
-record in the same transaction -> publish -> cool-down bookkeeping. A lost race (the sequence
-moved on under us) is re-read and re-checked, or, for fenced automatic steps such as timed
-escalation, simply dropped: someone else already did it.
+record and the outbox entry in the same transaction -> publish (the outbox fast path) ->
+cool-down bookkeeping. A change caused by a policy transition carries ``policy_seq``: the store
+refuses it (``StaleTransitionError``) when that transition was already applied. A lost race
+(the sequence moved on under us) is re-read and re-checked, or, for fenced automatic steps
+such as timed escalation, simply dropped: someone else already did it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from services.alerts.models import (
     AlertSeverity,
     AlertStatus,
 )
-from services.alerts.store import Change, OpenKey
+from services.alerts.store import Change, OpenKey, PolicySeq
 
 if TYPE_CHECKING:
     from services.alerts.monitor import SLAMonitorService
@@ -108,6 +110,8 @@ class RaiseMixin:
         severity: AlertSeverity,
         now: datetime,
         details: dict[str, Any],
+        *,
+        policy_seq: PolicySeq | None = None,
     ) -> Alert | None:
         """Open an alert unless one is open or cooling down for (org, rule, subject).
 
@@ -155,6 +159,7 @@ class RaiseMixin:
             alert,
             Change("system", f"alert.{action}", now, after=alert_summary(alert)),
             cooldown_since=now - timedelta(minutes=window) if window > 0 else None,
+            policy_seq=policy_seq,
         )
         if outcome == "open":
             self._open_keys.add(key)
@@ -187,6 +192,7 @@ class RaiseMixin:
         *,
         note: str | None = None,
         expected: Alert | None = None,
+        policy_seq: PolicySeq | None = None,
     ) -> Alert | None:
         """Apply ``action`` to an alert (see the module docstring).
 
@@ -231,7 +237,9 @@ class RaiseMixin:
                 before=alert_summary(current),
                 after=alert_summary(updated),
             )
-            if await self.store.update_alert(updated, change, expected_seq=current.seq):
+            if await self.store.update_alert(
+                updated, change, expected_seq=current.seq, policy_seq=policy_seq
+            ):
                 self._remember(updated)
                 await self._after_change(updated)
                 return updated
@@ -254,7 +262,13 @@ class RaiseMixin:
         log.info("alert_changed", alert_id=alert.alert_id, status=alert.status.value, seq=alert.seq)
         await self._publish(alert)
 
-    async def _resolve_system(self: SLAMonitorService, alert_id: str, reason: str) -> Alert | None:
+    async def _resolve_system(
+        self: SLAMonitorService,
+        alert_id: str,
+        reason: str,
+        *,
+        policy_seq: PolicySeq | None = None,
+    ) -> Alert | None:
         """Resolve an alert as actor ``system``; None when it is already resolved."""
 
         def mutate(target: Alert, now: datetime) -> None:
@@ -263,6 +277,8 @@ class RaiseMixin:
             target.metadata["resolution_note"] = reason
 
         try:
-            return await self._transition(alert_id, "resolve", "system", mutate, note=reason)
+            return await self._transition(
+                alert_id, "resolve", "system", mutate, note=reason, policy_seq=policy_seq
+            )
         except IllegalTransitionError:
             return None  # resolved meanwhile (by a user or another replica)

@@ -6,7 +6,9 @@ the ``notification_callback`` is the only notification. A worker gives it collab
 keyword-only arguments: ``store`` (``PostgresAlertStore``: rules, alerts, suppressions, policies,
 active incidents and the audit trail in the audit database), ``hot_state`` (``RedisHotState``:
 cool-downs and suppressions shared by replicas), ``channels`` (the notification registry),
-``publisher`` (every alert state change onto NATS), ``clock`` (tests inject one).
+``publisher`` (every alert state change onto NATS, through the store's transactional outbox:
+see ``services.alerts.outbox``), ``clock`` (tests inject one), ``replica_id`` (who claims
+notifications).
 
 Which alerts exist is decided by the store (one open alert per rule and subject; a cool-down
 of ``suppression_window_minutes`` after a resolve), so two replicas raise each alert once.
@@ -18,17 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from ionveil.errors import ValidationError
 from services.alerts._incidents import IncidentMixin
+from services.alerts._policyalign import PolicyMixin
 from services.alerts._raise import RaiseMixin
 from services.alerts._serde import rule_to_dict
 from services.alerts.escalation import EscalationManager
 from services.alerts.hotstate import HotState, InProcessHotState
+from services.alerts.memstore import InMemoryAlertStore
 from services.alerts.models import (
     Alert,
     AlertRule,
@@ -40,7 +44,8 @@ from services.alerts.models import (
     validate_rule,
 )
 from services.alerts.notify import ChannelSender, Notifier
-from services.alerts.store import AlertStore, InMemoryAlertStore
+from services.alerts.outbox import OutboxPublisher, Publisher
+from services.alerts.store import AlertStore
 from services.alerts.suppression import AlertSuppressionManager
 from services.audit import AuditLogger, InMemoryAuditStore
 from services.compliance.sla import SLAMonitor
@@ -60,14 +65,15 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-Publisher = Callable[[Alert], Awaitable[None]]
+PRUNE_INTERVAL_S = 3600.0
+OUTCOME_RETENTION_S = 8 * 24 * 3600.0  # beyond the longest compliance window (7 days)
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SLAMonitorService(RaiseMixin, IncidentMixin):
+class SLAMonitorService(RaiseMixin, IncidentMixin, PolicyMixin):
     """Monitors SLA compliance and generates alerts for violations.
 
     Args:
@@ -79,11 +85,14 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
         channels: notification channel registry (default: none, callbacks only).
         hot_state: shared cool-down/suppression state (default: in this process).
         clock: returns the current aware time.
-        publisher: awaited with the alert after every state change (NATS in the worker).
+        publisher: awaited with the alert after every state change (NATS in the worker); the
+            change is queued in the store's outbox first, so a failed publish is retried by
+            ``flush_outbox``.
         suppressions: the suppression manager to consult (default: a new one).
         sla: the SLA calculator (default: ``SLAMonitor()`` on ``SLA_BY_SEVERITY``).
         default_channels: channels of org-level policy alerts when the org has no escalation
             policy.
+        replica_id: this replica's name on notification claims (default: a random one).
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
         suppressions: AlertSuppressionManager | None = None,
         sla: SLAMonitor | None = None,
         default_channels: list[str] | None = None,
+        replica_id: str | None = None,
     ) -> None:
         if not check_interval_seconds > 0:
             raise ValidationError("check_interval_seconds: must be > 0")
@@ -108,14 +118,16 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
         self._clock = clock or _utcnow
         self._shared_store = store is not None
         self.store: AlertStore = store or InMemoryAlertStore(
-            audit or AuditLogger(InMemoryAuditStore(), clock=self._clock)
+            audit or AuditLogger(InMemoryAuditStore(), clock=self._clock),
+            outbox=publisher is not None,
         )
         self.hot_state: HotState = hot_state or InProcessHotState()
         self.suppressions = suppressions or AlertSuppressionManager()
         self.suppressions.bind(store=store, hot_state=self.hot_state, clock=self._clock)
         self.sla = sla or SLAMonitor()
-        self.notifier = Notifier(self.store, channels, clock=self._clock)
-        self._publisher = publisher
+        self.notifier = Notifier(self.store, channels, clock=self._clock, replica_id=replica_id)
+        self.outbox = OutboxPublisher(self.store, publisher)
+        self._pruned_at: float | None = None
         self.default_channels = list(default_channels or [])
         self.escalation: EscalationManager | None = None
         self._rules: dict[str, AlertRule] = {}
@@ -124,6 +136,7 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
         self._task: asyncio.Task[None] | None = None
         self._init_raise_state()
         self._init_incident_state()
+        self._init_policy_state()
 
     # ----------------------------------------------------------------- infrastructure
     @property
@@ -161,7 +174,8 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
             await asyncio.sleep(self.check_interval_seconds)
 
     async def run_cycle(self, now: datetime | None = None) -> list[Alert]:
-        """One pass: refresh shared state, check every active incident, then escalations.
+        """One pass: refresh shared state, check every active incident, then escalations,
+        then re-send notifications whose sender vanished or whose retry is due.
 
         Returns:
             The alerts raised by the incident and org checks (escalations are not included).
@@ -171,7 +185,24 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
         raised = await self.check_active_incidents(now)
         if self.escalation is not None:
             await self.escalation.check_escalations()
+        await self.notifier.sweep()
+        await self._prune()
         return raised
+
+    async def _prune(self) -> None:
+        mono = asyncio.get_running_loop().time()
+        if self._pruned_at is not None and mono - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = mono
+        await self.store.prune_outcomes(self.now().timestamp() - OUTCOME_RETENTION_S)
+
+    async def flush_outbox(self, *, min_age_s: float = 0.0) -> int:
+        """Publish the alert changes left in the outbox (see ``services.alerts.outbox``).
+
+        Returns:
+            How many were published (failures are logged and left for the next flush).
+        """
+        return await self.outbox.flush(min_age_s=min_age_s)
 
     async def load_state(self) -> None:
         """Load everything a restarted worker needs from the store (rules, policies,
@@ -342,9 +373,5 @@ class SLAMonitorService(RaiseMixin, IncidentMixin):
             log.exception("notification_callback_failed", alert_id=alert.alert_id)
 
     async def _publish(self, alert: Alert) -> None:
-        if self._publisher is None:
-            return
-        try:
-            await self._publisher(alert)
-        except Exception:  # the change is committed; a lost event is logged, not fatal
-            log.exception("alert_publish_failed", alert_id=alert.alert_id, seq=alert.seq)
+        """Publish a committed change now; on failure it stays in the outbox (logged)."""
+        await self.outbox.publish(alert)

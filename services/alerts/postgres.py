@@ -7,9 +7,12 @@ Races between replicas are settled by PostgreSQL, not by the replicas:
 - ``UPDATE ... WHERE seq = $expected`` is the fencing step of every change (two replicas
   escalating the same alert: one update applies, the other sees 0 rows and does nothing);
 - ``notifications_sent`` has a primary key on (alert_id, seq, channel), claimed with
-  ``ON CONFLICT DO NOTHING`` before a notification is sent.
+  ``ON CONFLICT DO NOTHING`` (and a lease) before a notification is sent (``_pgdelivery``);
+- ``alert_policy_seq`` refuses a policy transition already applied (``_pgoutcomes``).
 
-Each alert change and its ``AuditLogger`` record are written in one transaction.
+Each alert change, its ``AuditLogger`` record, its ``alert_outbox`` row (what the worker
+publishes) and, for a policy transition, the org's applied sequence are written in one
+transaction. Tables: ``_pgschema``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Any
 
 import asyncpg
 
+from services.alerts._pgdelivery import PgDeliveryMixin
+from services.alerts._pgoutcomes import PgOutcomesMixin, policy_fence
+from services.alerts._pgschema import SCHEMA
 from services.alerts._serde import (
     alert_from_dict,
     alert_to_dict,
@@ -30,71 +36,10 @@ from services.alerts._serde import (
 )
 from services.alerts._tracker import IncidentKey, TrackedIncident
 from services.alerts.models import Alert, AlertRule, EscalationPolicy
-from services.alerts.store import Change, InsertOutcome, OpenKey
+from services.alerts.store import Change, InsertOutcome, OpenKey, PolicySeq
 from services.audit import AuditLogger
 
 __all__ = ["PostgresAlertStore"]
-
-_SCHEMA = """
-SELECT pg_advisory_xact_lock(hashtext('ionveil.alerts.schema:' || current_schema()));
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id         text PRIMARY KEY,
-    org_id           text NOT NULL,
-    rule_id          text NOT NULL,
-    subject_key      text NOT NULL,
-    incident_id      text,
-    status           text NOT NULL,
-    severity         text NOT NULL,
-    escalation_level integer NOT NULL,
-    seq              integer NOT NULL,
-    created_at       timestamptz NOT NULL,
-    updated_at       timestamptz NOT NULL,
-    resolved_at      timestamptz,
-    data             jsonb NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open
-    ON alerts (org_id, rule_id, subject_key) WHERE status <> 'resolved';
-CREATE INDEX IF NOT EXISTS alerts_active_org ON alerts (org_id) WHERE status <> 'resolved';
-CREATE INDEX IF NOT EXISTS alerts_active_incident
-    ON alerts (org_id, incident_id) WHERE status <> 'resolved';
-CREATE INDEX IF NOT EXISTS alerts_resolved_key
-    ON alerts (org_id, rule_id, subject_key, resolved_at) WHERE status = 'resolved';
-CREATE TABLE IF NOT EXISTS alert_rules (
-    rule_id    text PRIMARY KEY,
-    org_id     text,
-    data       jsonb NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS escalation_policies (
-    org_id     text PRIMARY KEY,
-    data       jsonb NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_suppressions (
-    suppression_id text PRIMARY KEY,
-    org_id         text NOT NULL,
-    expires_at     timestamptz NOT NULL,
-    data           jsonb NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_incidents (
-    org_id      text NOT NULL,
-    incident_id text NOT NULL,
-    priority    integer NOT NULL,
-    dispatch_ts double precision NOT NULL,
-    region      text,
-    PRIMARY KEY (org_id, incident_id)
-);
-CREATE TABLE IF NOT EXISTS notifications_sent (
-    alert_id   text NOT NULL,
-    seq        integer NOT NULL,
-    channel    text NOT NULL,
-    claimed_at timestamptz NOT NULL DEFAULT now(),
-    ok         boolean,
-    attempts   integer,
-    error      text,
-    PRIMARY KEY (alert_id, seq, channel)
-);
-"""
 
 _ALERT_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb"
 _INSERT_ALERT = f"""
@@ -117,6 +62,7 @@ UPDATE alerts SET status = $2, severity = $3, escalation_level = $4, seq = $5,
                   updated_at = $6, resolved_at = $7, data = $8::jsonb
 WHERE alert_id = $1 AND seq = $9
 """
+_QUEUE = "INSERT INTO alert_outbox (alert_id, seq, payload) VALUES ($1, $2, $3::jsonb)"
 
 
 def _alert_args(alert: Alert) -> list[Any]:
@@ -137,7 +83,7 @@ def _alert_args(alert: Alert) -> list[Any]:
     ]
 
 
-class PostgresAlertStore:
+class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
     """An ``AlertStore`` on an asyncpg pool of the audit database.
 
     Args:
@@ -154,7 +100,7 @@ class PostgresAlertStore:
         """Create tables and indexes (idempotent, safe when replicas start together)."""
         await self.audit.migrate()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_SCHEMA)
+            await conn.execute(SCHEMA)
 
     async def _log(
         self,
@@ -177,12 +123,20 @@ class PostgresAlertStore:
         )
 
     async def insert_alert(
-        self, alert: Alert, change: Change, *, cooldown_since: datetime | None
+        self,
+        alert: Alert,
+        change: Change,
+        *,
+        cooldown_since: datetime | None,
+        policy_seq: PolicySeq | None = None,
     ) -> InsertOutcome:
         """See ``AlertStore.insert_alert``."""
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(_INSERT_ALERT, *_alert_args(alert), cooldown_since)
+            await policy_fence(conn, policy_seq)
+            args = _alert_args(alert)
+            inserted = await conn.fetchval(_INSERT_ALERT, *args, cooldown_since)
             if inserted is not None:
+                await conn.execute(_QUEUE, alert.alert_id, alert.seq, args[-1])
                 await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
                 return "inserted"
             is_open = await conn.fetchval(
@@ -190,7 +144,14 @@ class PostgresAlertStore:
             )
             return "open" if is_open else "cooling"
 
-    async def update_alert(self, alert: Alert, change: Change, *, expected_seq: int) -> bool:
+    async def update_alert(
+        self,
+        alert: Alert,
+        change: Change,
+        *,
+        expected_seq: int,
+        policy_seq: PolicySeq | None = None,
+    ) -> bool:
         """See ``AlertStore.update_alert``."""
         async with self._pool.acquire() as conn, conn.transaction():
             args = _alert_args(alert)
@@ -199,6 +160,8 @@ class PostgresAlertStore:
             )
             if status != "UPDATE 1":
                 return False
+            await policy_fence(conn, policy_seq)
+            await conn.execute(_QUEUE, alert.alert_id, alert.seq, args[-1])
             await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
             return True
 
@@ -335,39 +298,3 @@ class PostgresAlertStore:
             "SELECT org_id, incident_id, priority, dispatch_ts, region FROM alert_incidents"
         )
         return [TrackedIncident(**dict(r)) for r in rows]
-
-    async def claim_notification(self, alert_id: str, seq: int, channel: str) -> bool:
-        """See ``AlertStore.claim_notification``."""
-        claimed = await self._pool.fetchval(
-            "INSERT INTO notifications_sent (alert_id, seq, channel) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING RETURNING alert_id",
-            alert_id,
-            seq,
-            channel,
-        )
-        return claimed is not None
-
-    async def record_delivery(
-        self, alert: Alert, seq: int, channel: str, outcome: dict[str, Any], change: Change
-    ) -> None:
-        """See ``AlertStore.record_delivery``."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE notifications_sent SET ok = $4, attempts = $5, error = $6 "
-                "WHERE alert_id = $1 AND seq = $2 AND channel = $3",
-                alert.alert_id,
-                seq,
-                channel,
-                bool(outcome.get("ok")),
-                int(outcome.get("attempts") or 0),
-                outcome.get("error"),
-            )
-            await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
-
-    async def deliveries(self) -> list[dict[str, Any]]:
-        """Every claimed notification and its outcome (for tests and operators)."""
-        rows = await self._pool.fetch(
-            "SELECT alert_id, seq, channel, ok, attempts, error FROM notifications_sent "
-            "ORDER BY claimed_at"
-        )
-        return [dict(r) for r in rows]

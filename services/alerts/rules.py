@@ -23,13 +23,18 @@ Org conditions (one alert per rule and org, or per rule and region):
   breaches (per region with ``scope: "region"``). An incident's outcome is recorded once: a
   breach when it is first seen past its target, a success when it arrives within target.
 
+The outcomes are kept by the store (``AlertStore.outcome_view``), so every replica decides on
+the same streaks and rates: ``OutcomeLog`` in one process, ``OutcomeSnapshot`` read from the
+PostgreSQL rows every replica updates.
+
 Org alerts resolve on their own (actor ``system``) once the condition no longer holds.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.alerts.models import AlertRule
 
@@ -37,6 +42,8 @@ __all__ = [
     "INCIDENT_CONDITIONS",
     "ORG_CONDITIONS",
     "OutcomeLog",
+    "OutcomeSnapshot",
+    "OutcomeView",
     "incident_cutoff_minutes",
     "incident_rule_fires",
     "org_rule_fires",
@@ -74,6 +81,56 @@ def incident_rule_fires(
     return elapsed_minutes >= cutoff if inclusive else elapsed_minutes > cutoff
 
 
+class OutcomeView(Protocol):
+    """What org rules read of the recorded SLA outcomes."""
+
+    def breach_streak(self, org_id: str, region: str | None = None) -> int:
+        """How many of the latest outcomes (org-wide, or in ``region``) were breaches in a row."""
+        ...
+
+    def regions(self, org_id: str) -> list[str]:
+        """Regions of ``org_id`` with recorded outcomes."""
+        ...
+
+    def compliance_rate(self, org_id: str, since: float) -> float:
+        """Share of arrivals at or after ``since`` that met their target (1.0 with none)."""
+        ...
+
+    def orgs(self) -> list[str]:
+        """Orgs with any recorded outcome."""
+        ...
+
+
+@dataclass(slots=True)
+class OutcomeSnapshot:
+    """An ``OutcomeView`` read from shared rows: streak counters and recent arrivals.
+
+    Attributes:
+        streaks: consecutive breaches per (org, region); region None is org-wide.
+        arrivals: (epoch seconds, met) of each org's recent arrivals.
+    """
+
+    streaks: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    arrivals: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+
+    def breach_streak(self, org_id: str, region: str | None = None) -> int:
+        """See ``OutcomeView.breach_streak``."""
+        return self.streaks.get((org_id, region), 0)
+
+    def regions(self, org_id: str) -> list[str]:
+        """See ``OutcomeView.regions``."""
+        return sorted(r for (o, r) in self.streaks if o == org_id and r is not None)
+
+    def compliance_rate(self, org_id: str, since: float) -> float:
+        """See ``OutcomeView.compliance_rate``."""
+        recent = [met for at, met in self.arrivals.get(org_id, ()) if at >= since]
+        return 1.0 if not recent else sum(recent) / len(recent)
+
+    def orgs(self) -> list[str]:
+        """See ``OutcomeView.orgs``."""
+        return sorted({o for (o, _) in self.streaks} | set(self.arrivals))
+
+
 @dataclass(slots=True)
 class _Outcome:
     at: float  # epoch seconds
@@ -81,7 +138,7 @@ class _Outcome:
 
 
 class OutcomeLog:
-    """Recent SLA outcomes per org and per (org, region), for ``threshold`` and ``pattern``.
+    """Recent SLA outcomes per org and per (org, region), in this process (an ``OutcomeView``).
 
     Bounded: at most ``keep`` outcomes per key (enough for any ``consecutive_breaches`` up to
     ``keep`` and a compliance window of that many arrivals).
@@ -130,7 +187,7 @@ class OutcomeLog:
 
     def regions(self, org_id: str) -> list[str]:
         """Regions of ``org_id`` with recorded outcomes."""
-        return [r for (o, r) in self._by_key if o == org_id and r is not None]
+        return sorted(r for (o, r) in self._by_key if o == org_id and r is not None)
 
     def compliance_rate(self, org_id: str, since: float) -> float:
         """Share of arrivals at or after ``since`` that met their target (1.0 with none)."""
@@ -148,7 +205,7 @@ def org_rule_fires(
     region: str | None,
     *,
     open_breaches: int,
-    outcomes: OutcomeLog,
+    outcomes: OutcomeView,
     now: float,
 ) -> tuple[bool, dict[str, float]]:
     """Whether an org rule fires for ``org_id`` (or one of its regions), and the measure.

@@ -11,8 +11,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import StreamConfig
 
 from tests.integration.alerts_flow_test import Receiver
 from tests.integration.alerts_flow_test import receiver as receiver  # the fixture
@@ -202,3 +204,67 @@ async def test_two_worker_replicas_notify_once(
         await asyncio.sleep(1.0)  # several more check cycles on both replicas
     assert len(receiver.bodies) == 6
     assert len(set(receiver.keys)) == 6
+
+
+async def _health(port: int) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/health") as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_publish_outage_is_survived_and_reported(
+    nc: NATS, tuned: Settings, receiver: Receiver
+) -> None:
+    """With the ALERTS stream gone every publish fails: the change waits in the outbox and
+    /health turns 503 once it is older than the limit; when the stream is back the flush loop
+    publishes it once and /health recovers."""
+    worker = AlertsWorker()
+    async with run_worker(worker, tuned, http_port=0) as handle:
+        worker.outbox_stale_s = 0.5
+        await _request(nc, "ionveil.api.alerts.rules.add", RULE)
+        await nc.jetstream().delete_stream("ALERTS")
+        await _incident(nc, "org1", "inc-1", "dispatched", minutes_ago=10)
+        await receiver.wait_for(1)  # notifications do not depend on the stream
+        async with asyncio.timeout(10):
+            while (health := await _health(handle.http_port))[0] != 503:
+                await asyncio.sleep(0.1)
+        assert any("unpublished" in reason for reason in health[1]["reasons"])
+        await nc.jetstream().add_stream(
+            StreamConfig(name="ALERTS", subjects=["ionveil.alerts.>"], duplicate_window=120)
+        )
+        async with asyncio.timeout(10):
+            while (await _health(handle.http_port))[0] != 200:
+                await asyncio.sleep(0.1)
+        ((subject, event),) = await _alert_events(nc, 1)
+        assert subject == "ionveil.alerts.org1.critical" and event["metadata"]["seq"] == 1
+        assert (await nc.jetstream().stream_info("ALERTS")).state.messages == 1
+
+
+async def test_redelivered_transition_to_two_replicas_changes_once(
+    nc: NATS, tuned: Settings, receiver: Receiver
+) -> None:
+    """The same policy transition published twice (new message ids, so the stream keeps
+    both) and consumed by two worker replicas raises one alert, one notification, one
+    ALERTS event."""
+    tuned = tuned.model_copy(update={"alerts_default_channels": ["hook"]})
+    async with (
+        run_worker(AlertsWorker(), tuned, http_port=0) as first,
+        run_worker(AlertsWorker(), tuned, http_port=0) as second,
+    ):
+        transition = {"from": "normal", "to": "restricted", "sequence": 4, "reason": "misses"}
+        for copy in range(4):
+            await nc.jetstream().publish(
+                "ionveil.policy.transitions.org1",
+                encode_payload(transition),
+                headers={"Nats-Msg-Id": f"org1-4-copy{copy}"},
+            )
+        await first.wait_idle()
+        await second.wait_idle()
+        await receiver.wait_for(1)
+        await asyncio.sleep(0.5)
+        events = await _alert_events(nc, 1)
+        active, _ = await _request(nc, "ionveil.api.alerts.org1.active", {})
+    assert len(receiver.bodies) == 1 and len(events) == 1
+    assert [(a["rule_id"], a["metadata"]["seq"]) for a in active] == [("policy-transition", 1)]

@@ -856,3 +856,88 @@ async def test_not_found_error_is_key_error(monitor: SLAMonitorService) -> None:
     """The contract's KeyError is an IonVeil NotFoundError (404 on the API)."""
     with pytest.raises(NotFoundError):
         await monitor.get_alert("")
+
+
+# --------------------------------------------------------------------------- delivery (in-process)
+async def test_in_process_outbox_publishes_each_change_once(clock: Clock) -> None:
+    """A publisher that fails leaves every change queued (lag_s reports it); once it works, a
+    flush publishes each queued change once, and later changes go straight out."""
+    published: list[tuple[str, int]] = []
+    failing = True
+
+    async def publish(alert: Alert) -> None:
+        if failing:
+            raise ConnectionError("broker down")
+        published.append((alert.alert_id, alert.seq))
+
+    m = SLAMonitorService(clock=clock, publisher=publish)
+    m.add_rule(rule())
+    alert = await _breach_alert(m, clock)
+    await m.acknowledge_alert(alert.alert_id, "ann")
+    assert published == [] and m.outbox.failing_since is not None
+    assert await m.flush_outbox() == 0
+    assert (await m.outbox.lag_s() or 0.0) >= 0.0
+    failing = False
+    assert await m.flush_outbox(min_age_s=3600) == 0  # too young for a periodic flush
+    assert await m.flush_outbox() == 2 and await m.flush_outbox() == 0
+    await m.resolve_alert(alert.alert_id, "ann", "done")
+    assert published == [(alert.alert_id, 1), (alert.alert_id, 2), (alert.alert_id, 3)]
+    assert await m.outbox.lag_s() is None and m.outbox.failing_since is None
+    bare = SLAMonitorService(clock=clock)
+    assert not bare.outbox.enabled and await bare.flush_outbox() == 0
+    assert await bare.outbox.lag_s() is None
+
+
+async def test_in_process_claims_are_leased_and_retried(clock: Clock) -> None:
+    """In one process too: a claim without an outcome is taken over after its lease, an outcome
+    under a superseded claim token is not recorded, and a failed send is retried until the
+    back-off list is used up."""
+    spy = SpyChannels(fail=["broken"])
+    m = SLAMonitorService(clock=clock, channels=spy)
+    m.notifier.lease_s = 0.0
+    m.notifier.retry_backoff_s = (0.0,)
+    m.add_rule(rule(notification_channels=["broken"]))
+    alert = await _breach_alert(m, clock)
+    store = m.store
+    assert await store.claim_notification(alert, "ops", "opened", "gone") is not None
+    assert await store.claim_notification(alert, "ops", "opened", "again") is None
+    (stale,) = [
+        c for c in await store.reclaim_notifications("x", lease_s=0.0) if c.channel == "ops"
+    ]
+    assert [c.channel for c in await store.reclaim_notifications("y", lease_s=0.0)] == ["ops"]
+    assert not await store.record_delivery(
+        stale, {"ok": True}, m._change_record("x", "t"), retry_in_s=None
+    )
+    await m.notifier.drain()
+    await m.run_cycle()  # the sweep re-sends the failed 'broken' once more, then gives up
+    await m.notifier.drain()
+    await m.run_cycle()
+    await m.notifier.drain()
+    assert sorted(c for c, _ in spy.sent) == ["broken", "broken", "ops"]
+    states = store.deliveries()  # type: ignore[attr-defined]
+    assert states[(alert.alert_id, 1, "broken")]["rounds"] == 2
+    assert states[(alert.alert_id, 1, "broken")]["retry_at"] is None
+
+
+async def test_in_process_store_round_trips(clock: Clock) -> None:
+    """The in-memory store keeps rules, policies, suppressions and incidents like PostgreSQL."""
+    m = SLAMonitorService(clock=clock)
+    await m.save_rule(rule())
+    assert [r.rule_id for r in await m.store.load_rules()] == ["breach"]
+    assert await m.delete_rule("breach") is True and await m.delete_rule("breach") is False
+    manager = EscalationManager(m)
+    await manager.save_policy("org1", _policy())
+    assert list(await m.store.load_policies()) == ["org1"]
+    record = {"suppression_id": "s1", "org_id": "org1", "expires_at": clock().timestamp() + 60}
+    await m.store.save_suppression(record, m._change_record("ops", "suppression.added"))
+    assert await m.store.load_suppressions(clock()) == [record]
+    change = m._change_record("ops", "suppression.removed")
+    assert await m.store.delete_suppression("s1", change) is True
+    assert await m.store.delete_suppression("s1", change) is False
+    await m.track_incident("org1", "i1", 5, clock())
+    await m.store.delete_incident(("org1", "i1"))
+    assert await m.store.load_incidents() == []
+    assert await m.store.prune_outcomes(0.0) == 0
+    assert await m.store.claim_policy_seq("org1", 2) and not await m.store.claim_policy_seq(
+        "org1", 2
+    )
