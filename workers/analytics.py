@@ -40,7 +40,8 @@ from ionveil.errors import TransientError, ValidationError
 from ionveil.models import MAX_ID_LENGTH
 from services.analytics import MetricsCollector, ResponseRecord
 from services.analytics.models import validate_record
-from workers.codec import parse_timestamp
+from workers._dispatch_payload import events_for_subject_org
+from workers.codec import check_not_future, parse_timestamp
 from workers.runtime import ConsumerSpec, EndpointSpec, Envelope, Request, Worker, WorkerContext
 
 __all__ = ["DISPATCH_EVENTS", "AnalyticsWorker", "DispatchRecord"]
@@ -68,7 +69,7 @@ class DispatchRecord(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _timestamp(cls, value: Any) -> datetime:
-        return parse_timestamp(value, field="timestamp")
+        return check_not_future(parse_timestamp(value, field="timestamp"))
 
     @field_validator("response_time_minutes", mode="before")
     @classmethod
@@ -87,20 +88,11 @@ DISPATCH_EVENTS: TypeAdapter[Any] = TypeAdapter(
 
 def _records(envelope: Envelope) -> list[ResponseRecord]:
     """The envelope's records; rejects it (DLQ) when it breaks a rule of the subject."""
-    tokens = envelope.subject.split(".")
-    if len(tokens) != 4 or not envelope.org:
-        envelope.reject(f"subject: expected ionveil.dispatch.events.<org>, got {envelope.subject}")
-        return []
+    events: list[DispatchRecord] = events_for_subject_org(envelope)
     many = isinstance(envelope.data, list)
-    events: list[DispatchRecord] = envelope.data if many else [envelope.data]
     records: list[ResponseRecord] = []
     for index, event in enumerate(events):
         where = f"[{index}]." if many else ""
-        if event.org_id is not None and event.org_id != envelope.org:
-            envelope.reject(
-                f"{where}org_id: {event.org_id!r} does not match the subject's org {envelope.org!r}"
-            )
-            return []
         record = ResponseRecord(
             org_id=envelope.org,
             incident_id=event.event_id,

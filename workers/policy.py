@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, fiel
 from ionveil.errors import TransientError, ValidationError
 from ionveil.models import MAX_ID_LENGTH
 from services.policy import LiveOutcome, LivePolicyService, OutboxEntry, PostgresPolicyStore
-from workers.codec import encode_payload, parse_timestamp
+from workers._dispatch_payload import events_for_subject_org
+from workers.codec import check_not_future, encode_payload, parse_timestamp
 from workers.runtime import ConsumerSpec, EndpointSpec, Envelope, Request, Worker, WorkerContext
 
 __all__ = ["DispatchOutcome", "PolicyWorker"]
@@ -58,7 +59,7 @@ class DispatchOutcome(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _timestamp(cls, value: Any) -> datetime:
-        return parse_timestamp(value, field="timestamp")
+        return check_not_future(parse_timestamp(value, field="timestamp"))
 
 
 DISPATCH_PAYLOAD: TypeAdapter[Any] = TypeAdapter(
@@ -69,18 +70,7 @@ DISPATCH_PAYLOAD: TypeAdapter[Any] = TypeAdapter(
 
 def _outcomes(envelope: Envelope) -> list[LiveOutcome]:
     """The envelope's outcomes; rejects it (DLQ) when it breaks a rule of the subject."""
-    tokens = envelope.subject.split(".")
-    if len(tokens) != 4 or not envelope.org:
-        envelope.reject(f"subject: expected ionveil.dispatch.events.<org>, got {envelope.subject}")
-        return []
-    events = envelope.data if isinstance(envelope.data, list) else [envelope.data]
-    for index, event in enumerate(events):
-        if event.org_id is not None and event.org_id != envelope.org:
-            where = f"[{index}]" if isinstance(envelope.data, list) else ""
-            envelope.reject(
-                f"org_id{where}: {event.org_id!r} does not match the subject's org {envelope.org!r}"
-            )
-            return []
+    events = events_for_subject_org(envelope)
     return [
         LiveOutcome(
             org=envelope.org,

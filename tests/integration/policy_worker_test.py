@@ -140,7 +140,7 @@ async def test_the_same_event_delivered_twice_counts_once(nc: NATS, settings: Se
     ("subject_org", "payload", "reason"),
     [
         ("metro", _event("county", False), "org_id"),
-        ("metro", [_event("metro", True), _event("county", False)], "org_id[1]"),
+        ("metro", [_event("metro", True), _event("county", False)], "[1].org_id"),
         ("metro", {"event_id": "x", "timestamp": "2026-01-01T00:00:00Z"}, "sla_met"),
         ("metro", {"event_id": "x", "sla_met": "yes", "timestamp": 1.0}, "sla_met"),
         ("metro", {"event_id": "x", "sla_met": True, "timestamp": "tomorrow"}, "timestamp"),
