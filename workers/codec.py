@@ -27,7 +27,9 @@ from ionveil.errors import ValidationError
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "CONTENT_TYPE_JSON",
+    "MAX_FUTURE_SKEW_S",
     "MAX_PAYLOAD_BYTES",
+    "check_not_future",
     "decode_payload",
     "encode_payload",
     "is_json_content",
@@ -214,6 +216,32 @@ def _from_text(value: str, field: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return _check_range(moment.astimezone(UTC), field)
+
+
+MAX_FUTURE_SKEW_S = 300.0
+"""How far in the future an event time may be (clock skew between producers and IonVeil)."""
+
+
+def check_not_future(
+    moment: datetime,
+    *,
+    field: str = "timestamp",
+    now: datetime | None = None,
+    skew_s: float = MAX_FUTURE_SKEW_S,
+) -> datetime:
+    """``moment`` unchanged, unless it is more than ``skew_s`` after ``now`` (default: the
+    wall clock): an event cannot have happened in the future (ARCHITECTURE.md, "Security":
+    timestamps within retention and skew).
+
+    Raises:
+        ValidationError: naming ``field``.
+    """
+    reference = now or datetime.now(UTC)
+    if (moment - reference).total_seconds() > skew_s:
+        raise ValidationError(
+            f"{field}: more than {skew_s:g} s in the future ({moment.isoformat()})"
+        )
+    return moment
 
 
 def parse_timestamp(value: Any, *, field: str = "timestamp") -> datetime:
