@@ -6,9 +6,11 @@ nats-server unless ``IONVEIL_NATS_URL`` is set) and drains them, in the same run
 (a) the ceiling: a bare nats-py pull-fetch loop that decodes and acks each message;
 (b) a FastStream pull subscriber that decodes each message (the framework a user would pick);
 (c) the dashboard worker (``workers.dashboard``) doing full validation and aggregation;
-first with one event per message, then with 100-event arrays. Then, in process: ``get_metric``
-and ``get_dashboard_snapshot`` p99 with 1,000,000 events over 24 h, and RSS after 10,000,000
-events (``--quick``: smaller sizes). Prints a table and writes ``bench/results/dashboard.md``.
+first with one event per message, then with 100-event arrays. Then, in process: the
+aggregator's own ingest rate (no NATS), ``get_metric`` and ``get_dashboard_snapshot`` p99 with
+1,000,000 events over 24 h, and RSS after 10,000,000 events (``--quick``: smaller sizes).
+Prints a table and writes ``bench/results/dashboard.md``; ``--only arrays,service`` runs some
+parts and prints their figures only.
 
 Targets (issue 5): single events (c) >= 0.8x (a) and >= 3x (b); arrays (c) >= 0.5x (a) and
 >= 300,000 events/s; get_metric p99 < 50 ms; snapshot p99 < 20 ms.
@@ -42,6 +44,7 @@ from services.dashboard import (  # noqa: E402
     MemoryCheckpointStore,
     TimeWindow,
 )
+from services.dashboard._wire import dispatch_decoder  # noqa: E402
 from workers.dashboard import DashboardWorker  # noqa: E402
 from workers.embedded import EmbeddedNats  # noqa: E402
 from workers.runtime import (  # noqa: E402
@@ -54,6 +57,7 @@ from workers.runtime import (  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 BATCH = 256
+_PARTS = ("single", "arrays", "service", "query", "rss")
 SUBJECT = "ionveil.dispatch.events.bench"
 REGIONS = ("north", "south", "east", "west")
 UNITS = ("ambulance", "fire", "police")
@@ -262,6 +266,29 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
+async def service_ingest(events: int) -> float:
+    """The aggregator alone (no NATS): events/s of ``ingest_records`` on typed 25,600-event
+    batches (what the worker hands it per fetch of 256 arrays), warm, folds included."""
+    per = 25_600
+    now = time.time()
+    decode = dispatch_decoder().decode
+    batches = [
+        decode(msgpack.packb(_records(min(per, events + per - i), 240, now, seed)))
+        for seed, i in enumerate(range(0, events + per, per))
+    ]
+    agg = DispatchAggregator()
+    await agg.ingest_records(batches[0])  # warm-up: combinations registered
+    agg.flush()
+    started = time.perf_counter()
+    for records in batches[1:]:
+        await agg.ingest_records(records)
+    agg.flush()
+    elapsed = time.perf_counter() - started
+    measured = sum(map(len, batches[1:]))
+    await agg.aclose()
+    return measured / elapsed
+
+
 async def rss_after(events: int) -> dict[str, float]:
     """RSS (MB) after ingesting ``events`` over 24 h into a fresh aggregator."""
     before = _rss_mb()
@@ -282,6 +309,7 @@ async def rss_after(events: int) -> dict[str, float]:
 def _table(
     single: dict[str, float],
     arrays: dict[str, float],
+    service: float,
     q: dict[str, float],
     mem: dict[str, float],
     sizes: dict[str, int],
@@ -305,6 +333,7 @@ def _table(
         f"{ok(arrays['c'] >= 300_000)} |",
         f"| arrays of 100: (c)/(a) | {arrays['c'] / arrays['a']:.2f} | >= 0.5 | "
         f"{ok(arrays['c'] >= 0.5 * arrays['a'])} |",
+        f"| in-process service ingest (no NATS, typed batches), events/s | {service:,.0f} | | |",
         f"| in-process load over 24 h, events/s | {q['load_eps']:,.0f} | | |",
         f"| get_metric p99 ({sizes['query_events']:,} events / 24 h) | "
         f"{q['metric_p99']:.2f} ms | < 50 ms | {ok(q['metric_p99'] < 50)} |",
@@ -320,7 +349,16 @@ async def main(argv: list[str]) -> int:
     """Run the benchmark and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument(
+        "--only",
+        default=",".join(_PARTS),
+        help=f"comma-separated parts to run, of {', '.join(_PARTS)} (default: all; a partial "
+        "run prints its figures but does not write the results file)",
+    )
     args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    if not parts <= set(_PARTS):
+        parser.error(f"--only: choose from {', '.join(_PARTS)}")
     configure_logging("warning", "console")
     sizes = (
         {
@@ -347,15 +385,22 @@ async def main(argv: list[str]) -> int:
         server = EmbeddedNats(Path(tempfile.mkdtemp(prefix="ionveil-bench-")))
         url = server.start()
     settings = Settings(nats_url=url, log_format="console", log_level="warning")
+    single = arrays = None
     try:
-        single = await ingest_throughput(url, settings, sizes["single"], 1, sizes["rounds"])
-        arrays = await ingest_throughput(url, settings, sizes["arrays"], 100, sizes["rounds"])
+        if "single" in parts:
+            single = await ingest_throughput(url, settings, sizes["single"], 1, sizes["rounds"])
+        if "arrays" in parts:
+            arrays = await ingest_throughput(url, settings, sizes["arrays"], 100, sizes["rounds"])
     finally:
         if server is not None:
             server.stop()
-    q = await query_latency(sizes["query_events"], sizes["queries"])
-    mem = await rss_after(sizes["rss_events"])
-    table = _table(single, arrays, q, mem, sizes)
+    service = await service_ingest(sizes["arrays"]) if "service" in parts else None
+    q = await query_latency(sizes["query_events"], sizes["queries"]) if "query" in parts else None
+    mem = await rss_after(sizes["rss_events"]) if "rss" in parts else None
+    if single is None or arrays is None or service is None or q is None or mem is None:
+        print({"single": single, "arrays": arrays, "service": service, "query": q, "rss": mem})
+        return 0
+    table = _table(single, arrays, service, q, mem, sizes)
     print(table)
     header = (
         f"# Dashboard benchmark{' (--quick)' if args.quick else ''}\n\n"

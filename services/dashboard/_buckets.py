@@ -4,9 +4,11 @@ Layout (why): every window (1m ... 1d) keeps its own buckets, each holding one `
 per full dimension combination (region, severity, unit_type) plus one for all combinations
 (``ALL``). A query for any dimension subset then merges at most one accumulator per matching
 combination per bucket, and an unfiltered query (the snapshot, the trend chart) reads one
-accumulator per bucket. Rolling windows up at ingest costs six groupings per fold, which numpy
-does for a whole buffer at once (``OrgStore.fold``), so the per-event Python work stays in the
-validation pass. Memory is bounded by orgs x buckets within retention x combinations in use;
+accumulator per bucket. Rolling windows up at ingest costs twelve groupings per fold; numpy
+sorts a whole buffer once into (minute, combination) groups and builds every coarser grouping
+from those groups (``_levels``), so the per-event Python work stays in the validation pass and
+the fold's Python work is one dict update per distinct (accumulator, sketch bin) pair.
+Memory is bounded by orgs x buckets within retention x combinations in use;
 duplicate ids are kept as sorted 64-bit hashes per minute and evicted with their minute.
 """
 
@@ -17,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from services.dashboard._sketch import INV_LOG_GAMMA, ZERO_BIN, LogSketch
+from services.dashboard._levels import Level
+from services.dashboard._sketch import RELATIVE_ACCURACY, LogSketch, rebin
 
 __all__ = ["ALL", "WINDOWS_S", "Accumulator", "Combo", "FoldColumns", "OrgStore"]
 
@@ -89,8 +92,8 @@ class Accumulator:
         ]
 
     @classmethod
-    def from_wire(cls, data: list[Any]) -> Accumulator:
-        """Rebuild from ``to_wire()`` output."""
+    def from_wire(cls, data: list[Any], accuracy: float = RELATIVE_ACCURACY) -> Accumulator:
+        """Rebuild from ``to_wire()`` output (sketch bins made with ``accuracy``)."""
         acc = cls()
         (
             acc.count,
@@ -102,8 +105,8 @@ class Accumulator:
             acc.d_min,
             acc.d_max,
         ) = data[:8]
-        acc.rt = LogSketch(dict(zip(data[8], data[9], strict=True)))
-        acc.dist = LogSketch(dict(zip(data[10], data[11], strict=True)))
+        acc.rt = LogSketch(rebin(dict(zip(data[8], data[9], strict=True)), accuracy))
+        acc.dist = LogSketch(rebin(dict(zip(data[10], data[11], strict=True)), accuracy))
         return acc
 
 
@@ -142,12 +145,6 @@ class FoldColumns:
         )
 
 
-def _sketch_index(values: np.ndarray) -> np.ndarray:
-    positive = values > 0.0
-    logs = np.log(np.where(positive, values, 1.0))
-    return np.where(positive, np.ceil(logs * INV_LOG_GAMMA), ZERO_BIN).astype(np.int64)
-
-
 class OrgStore:
     """All buckets, combinations and seen ids of one org."""
 
@@ -177,74 +174,72 @@ class OrgStore:
         m_sorted, h_sorted = minutes[order], cols.hashes[order]
         keep_sorted = np.ones(len(order), dtype=bool)
         keep_sorted[1:] = (m_sorted[1:] != m_sorted[:-1]) | (h_sorted[1:] != h_sorted[:-1])
-        bounds = np.flatnonzero(np.diff(m_sorted)) + 1
-        starts = np.concatenate(([0], bounds)).tolist()
+        bounds = np.flatnonzero(m_sorted[1:] != m_sorted[:-1]) + 1
+        starts = [0, *bounds.tolist()]
         ends = [*bounds.tolist(), len(order)]
         for s, e in zip(starts, ends, strict=True):
             minute = int(m_sorted[s])
-            fresh = h_sorted[s:e][keep_sorted[s:e]]
             old = self.seen.get(minute)
             if old is not None and len(old):
-                pos = np.minimum(np.searchsorted(old, h_sorted[s:e]), len(old) - 1)
-                keep_sorted[s:e] &= old[pos] != h_sorted[s:e]
-                fresh = h_sorted[s:e][keep_sorted[s:e]]
-                self.seen[minute] = np.union1d(old, fresh)
+                block = h_sorted[s:e]
+                pos = np.minimum(np.searchsorted(old, block), len(old) - 1)
+                keep_sorted[s:e] &= old[pos] != block
+                merged = np.concatenate((old, block[keep_sorted[s:e]]))
+                merged.sort(kind="stable")  # two sorted runs: a linear merge
+                self.seen[minute] = merged
             else:
-                self.seen[minute] = fresh.copy()
+                self.seen[minute] = h_sorted[s:e][keep_sorted[s:e]]
+        if keep_sorted.all():
+            return cols, None
         keep = np.empty(len(order), dtype=bool)
         keep[order] = keep_sorted
-        if keep.all():
-            return cols, None
         return cols.take(keep), keep
 
     def fold(self, cols: FoldColumns) -> set[int]:
-        """Aggregate de-duplicated rows into every window; returns the 1-minute buckets touched."""
+        """Aggregate de-duplicated rows into every window; returns the 1-minute buckets touched.
+
+        One sort groups the rows by (minute, combination); every coarser grouping (a longer
+        window, or all combinations together) is then computed from those groups and their
+        (group, sketch bin) pairs, which are far fewer than the rows. The windows nest
+        (1m in 5m in 15m in 1h in 6h in 1d), so each level is built from the one below.
+        """
         if not len(cols.ts):
             return set()
         self.version += 1
-        rt_k, d_k = _sketch_index(cols.rt), _sketch_index(cols.dist)
-        all_cid = np.full(len(cols.ts), ALL, dtype=np.int64)
+        span = len(self.combo_list) + 1
+        minutes = np.floor_divide(cols.ts, 60.0).astype(np.int64)
+        level = Level.from_rows(minutes * span + cols.cid, cols)  # (bucket index, combination)
         touched: set[int] = set()
+        previous = 60
         for window in WINDOWS_S:
-            starts = (np.floor_divide(cols.ts, window) * window).astype(np.int64)
-            for cid in (cols.cid, all_cid):
-                keys = self._fold_window(window, starts, cid, cols, rt_k, d_k)
-                if window == 60 and cid is all_cid:
-                    touched = keys
+            if window > previous:
+                starts_s = (level.keys // span) * previous
+                level = level.coarsen((starts_s // window) * span + level.keys % span)
+                previous = window
+            self._apply(window, level, (level.keys // span) * window, level.keys % span)
+            total = level.coarsen(level.keys // span)
+            self._apply(window, total, total.keys * window, np.full(len(total.keys), ALL))
+            if window == 60:
+                touched = set((total.keys * window).tolist())
         return touched
 
-    def _fold_window(
-        self,
-        window: int,
-        starts: np.ndarray,
-        cid: np.ndarray,
-        cols: FoldColumns,
-        rt_k: np.ndarray,
-        d_k: np.ndarray,
-    ) -> set[int]:
-        span = len(self.combo_list) + 2  # cid in [-1, len) -> cid + 1 in [0, span)
-        key = (starts // window) * span + (cid + 1)
-        ukey, inv = np.unique(key, return_inverse=True)
-        counts = np.bincount(inv)
-        order = np.argsort(inv, kind="stable")
-        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        rt_o, d_o = cols.rt[order], cols.dist[order]
-        stats = zip(
-            ((ukey // span) * window).tolist(),
-            (ukey % span - 1).tolist(),
-            counts.tolist(),
-            np.bincount(inv, weights=cols.met).astype(np.int64).tolist(),
-            np.bincount(inv, weights=cols.rt).tolist(),
-            np.minimum.reduceat(rt_o, first).tolist(),
-            np.maximum.reduceat(rt_o, first).tolist(),
-            np.bincount(inv, weights=cols.dist).tolist(),
-            np.minimum.reduceat(d_o, first).tolist(),
-            np.maximum.reduceat(d_o, first).tolist(),
-            strict=True,
-        )
+    def _apply(self, window: int, level: Level, starts: np.ndarray, cids: np.ndarray) -> None:
+        """Add one level's group statistics and sketch pairs into its accumulators."""
         buckets = self.windows[window]
         accs = []
-        for start, c, n, met, rts, rmin, rmax, ds, dmin, dmax in stats:
+        for start, c, n, met, rts, rmin, rmax, ds, dmin, dmax in zip(
+            starts.tolist(),
+            cids.tolist(),
+            level.count.tolist(),
+            level.met.tolist(),
+            level.rt_sum.tolist(),
+            level.rt_min.tolist(),
+            level.rt_max.tolist(),
+            level.d_sum.tolist(),
+            level.d_min.tolist(),
+            level.d_max.tolist(),
+            strict=True,
+        ):
             bucket = buckets.get(start)
             if bucket is None:
                 bucket = buckets[start] = {}
@@ -252,6 +247,8 @@ class OrgStore:
             if acc is None:
                 acc = bucket[c] = Accumulator()
             acc.count += n
+            acc.rt.count += n  # their bins come from the level's pairs below
+            acc.dist.count += n
             acc.met += met
             acc.rt_sum += rts
             acc.d_sum += ds
@@ -264,9 +261,8 @@ class OrgStore:
             if dmax > acc.d_max:
                 acc.d_max = dmax
             accs.append(acc)
-        _add_bins(inv, rt_k, [a.rt for a in accs])
-        _add_bins(inv, d_k, [a.dist for a in accs])
-        return set(((ukey // span) * window).tolist())
+        level.rt_pairs.add_to([a.rt for a in accs])
+        level.d_pairs.add_to([a.dist for a in accs])
 
     def evict(self, cutoff_s: float) -> int:
         """Drop every bucket that ends at or before ``cutoff_s``; returns how many."""
@@ -295,35 +291,21 @@ class OrgStore:
                 for w, buckets in self.windows.items()
             },
             "seen": {str(m): h.tobytes() for m, h in self.seen.items()},
+            "accuracy": RELATIVE_ACCURACY,
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> OrgStore:
         """Rebuild a store from ``to_wire()`` output."""
         store = cls()
+        accuracy = data.get("accuracy", 0.005)  # checkpoints before it was recorded: 0.5 %
         for combo in data["combos"]:
             store.combo_id((str(combo[0]), str(combo[1]), str(combo[2])))
         for w, rows in data["windows"].items():
             buckets = store.windows[int(w)]
             for b, c, acc in rows:
-                buckets.setdefault(int(b), {})[int(c)] = Accumulator.from_wire(acc)
+                buckets.setdefault(int(b), {})[int(c)] = Accumulator.from_wire(acc, accuracy)
         store.seen = {
             int(m): np.frombuffer(h, dtype=np.uint64).copy() for m, h in data["seen"].items()
         }
         return store
-
-
-def _add_bins(inv: np.ndarray, k: np.ndarray, sketches: list[LogSketch]) -> None:
-    """Add each row's sketch bin to its group's sketch, counting equal (group, bin) pairs once."""
-    kmin = int(k.min())
-    span = int(k.max()) - kmin + 1
-    upair, pcount = np.unique(inv.astype(np.int64) * span + (k - kmin), return_counts=True)
-    groups = upair // span
-    bins = upair % span + kmin
-    bounds = np.flatnonzero(np.diff(groups)) + 1
-    starts = [0, *bounds.tolist()]
-    ends = [*bounds.tolist(), len(groups)]
-    gids = groups[starts].tolist() if len(groups) else []
-    ks, ns = bins.tolist(), pcount.tolist()
-    for g, s, e in zip(gids, starts, ends, strict=True):
-        sketches[g].add_counts(ks[s:e], ns[s:e])

@@ -1,8 +1,9 @@
 """A mergeable relative-error quantile sketch (DDSketch-style logarithmic buckets).
 
 Why not the PyPI ``ddsketch`` package: its ``add`` is a Python method call per value (about
-1 us each), and the dashboard folds values in bulk with numpy (``add_counts``) at well under
-100 ns each, so a compact sketch of our own keeps ingest near the client's decode speed.
+1 us each), while the dashboard folds values in bulk (numpy groups a buffer's rows into
+(bin, count) pairs that are added to ``bins`` directly, see ``_levels``) at well under 100 ns
+each, so a compact sketch of our own keeps ingest near the client's decode speed.
 
 A positive value ``x`` goes to bin ``k = ceil(log(x) / log(gamma))`` with
 ``gamma = (1 + a) / (1 - a)``; the bin's representative ``2 * gamma**k / (gamma + 1)`` is within
@@ -17,13 +18,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import Any
 
-__all__ = ["RELATIVE_ACCURACY", "LogSketch", "bin_index", "bin_value"]
+import numpy as np
 
-RELATIVE_ACCURACY = 0.005
+__all__ = ["RELATIVE_ACCURACY", "LogSketch", "bin_index", "bin_value", "rebin"]
+
+RELATIVE_ACCURACY = 0.008
+"""0.8 %: inside the 1 % the dashboard promises, with 38 % fewer bins than 0.5 % (every bin is a
+dict update at ingest, the dominant cost of a fold). Checkpoints record it (``rebin``)."""
 GAMMA = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
 INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
+_CACHED_MIN_BINS = 32
+_PYTHON_MAX_BINS = 256
+"""Sketches this large keep a numpy copy of their bins for queries (``LogSketch.arrays``)."""
 ZERO_BIN = -(1 << 30)
 """Key of the exact-zero bin (far below any real bin index, so it sorts first)."""
 
@@ -42,30 +51,58 @@ def bin_value(index: int) -> float:
     return 2.0 * GAMMA**index / (GAMMA + 1.0)
 
 
-class LogSketch:
-    """Counts per logarithmic bin; mergeable, serialisable, bounded by the value range."""
+def rebin(bins: dict[int, int], accuracy: float) -> dict[int, int]:
+    """Bins made with another relative ``accuracy`` (an older checkpoint) moved to ours.
 
-    __slots__ = ("bins", "count")
+    Each old bin's representative value goes to the bin it falls in now, so restored
+    percentiles are within the old plus the new accuracy (about 1.3 % from 0.5 %) until the
+    restored buckets age out; new data keeps the full accuracy.
+    """
+    if accuracy == RELATIVE_ACCURACY:
+        return bins
+    gamma = (1.0 + accuracy) / (1.0 - accuracy)
+    out: dict[int, int] = {}
+    for k, n in bins.items():
+        value = 0.0 if k == ZERO_BIN else 2.0 * gamma**k / (gamma + 1.0)
+        new = bin_index(value)
+        out[new] = out.get(new, 0) + n
+    return out
+
+
+class LogSketch:
+    """Counts per logarithmic bin; mergeable, serialisable, bounded by the value range.
+
+    ``count`` is the sum of ``bins`` and every writer of ``bins`` raises it (counts only grow),
+    which is what lets ``arrays()`` cache its numpy copy until the next write.
+    """
+
+    __slots__ = ("_arrays", "bins", "count")
 
     def __init__(self, bins: dict[int, int] | None = None) -> None:
         self.bins: dict[int, int] = bins if bins is not None else {}
-        self.count = sum(self.bins.values())
+        self.count = sum(self.bins.values()) if bins else 0
+        self._arrays: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(bin indexes, counts)`` as int64 arrays, cached while ``count`` is unchanged.
+
+        Queries merge thousands of (mostly closed, unchanging) bucket sketches; reading each
+        dict into arrays once instead of per query keeps a filtered 24-hour percentile query
+        (288 buckets x 15 combinations) within a few milliseconds of numpy work.
+        """
+        cached = self._arrays
+        if cached is None or cached[0] != self.count:
+            size = len(self.bins)
+            keys = np.fromiter(self.bins, dtype=np.int64, count=size)
+            counts = np.fromiter(self.bins.values(), dtype=np.int64, count=size)
+            cached = self._arrays = (self.count, keys, counts)
+        return cached[1], cached[2]
 
     def add(self, value: float, n: int = 1) -> None:
         """Add ``n`` occurrences of a non-negative finite value."""
         k = bin_index(value)
         self.bins[k] = self.bins.get(k, 0) + n
         self.count += n
-
-    def add_counts(self, indexes: Iterable[int], counts: Iterable[int]) -> None:
-        """Add precomputed ``(bin index, count)`` pairs (the vectorised ingest path)."""
-        bins = self.bins
-        get = bins.get
-        total = 0
-        for k, n in zip(indexes, counts, strict=True):
-            bins[k] = get(k, 0) + n
-            total += n
-        self.count += total
 
     def merge(self, other: LogSketch) -> None:
         """Add every count of ``other`` into this sketch."""
@@ -103,21 +140,61 @@ class LogSketch:
 
 
 def merged_quantiles(sketches: Iterable[LogSketch], qs: list[float]) -> list[float]:
-    """Quantiles of the union of ``sketches`` without building a merged copy first."""
+    """Quantiles of the union of ``sketches`` without building a merged copy first.
+
+    The bins of every sketch (``LogSketch.arrays``, cached, for sketches of at least
+    ``_CACHED_MIN_BINS`` bins; small ones are read together) are concatenated and sorted once
+    with numpy; a rank is then found by binary search over the cumulative counts. Merging
+    dicts bin by bin in Python made a filtered 24-hour percentile query (288 buckets x 15
+    combinations) cost tens of milliseconds.
+    """
     for q in qs:
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be within [0, 1], got {q!r}")
-    parts = [s for s in sketches if s.count]
-    if not parts:
+    key_parts: list[np.ndarray] = []
+    count_parts: list[np.ndarray] = []
+    small: list[dict[int, int]] = []  # read together: one pass, no per-sketch array overhead
+    for s in sketches:
+        if len(s.bins) >= _CACHED_MIN_BINS:
+            keys, counts = s.arrays()
+            key_parts.append(keys)
+            count_parts.append(counts)
+        elif s.count:
+            small.append(s.bins)
+    size = sum(map(len, small))
+    if not key_parts and size <= _PYTHON_MAX_BINS:
+        return _small_quantiles(small, qs)  # few bins (or none): numpy's fixed costs dominate
+    if small:
+        key_parts.append(np.fromiter(chain.from_iterable(small), dtype=np.int64, count=size))
+        values = chain.from_iterable(map(dict.values, small))
+        count_parts.append(np.fromiter(values, dtype=np.int64, count=size))
+    k = key_parts[0] if len(key_parts) == 1 else np.concatenate(key_parts)
+    n = count_parts[0] if len(count_parts) == 1 else np.concatenate(count_parts)
+    order = np.argsort(k)
+    k = k[order]
+    cumulative = np.cumsum(n[order])
+    total = int(cumulative[-1])
+    out = []
+    for q in qs:
+        rank = (total - 1) * q
+        lo = math.floor(rank)
+        hi = min(lo + 1, total - 1)
+        # The value at 0-based rank r is the first bin whose cumulative count exceeds r.
+        i_lo, i_hi = np.searchsorted(cumulative, [lo, hi], side="right").tolist()
+        v_lo, v_hi = bin_value(int(k[i_lo])), bin_value(int(k[i_hi]))
+        out.append(v_lo + (v_hi - v_lo) * (rank - lo))
+    return out
+
+
+def _small_quantiles(tables: list[dict[int, int]], qs: list[float]) -> list[float]:
+    """``merged_quantiles`` of a few small bin tables, merged in Python."""
+    if not tables:
         raise ValueError("quantile of an empty sketch")
-    if len(parts) == 1:
-        bins = parts[0].bins
-    else:
-        bins = {}
-        get = bins.get
-        for s in parts:
-            for k, n in s.bins.items():
-                bins[k] = get(k, 0) + n
+    bins = dict(tables[0])
+    get = bins.get
+    for table in tables[1:]:
+        for k, n in table.items():
+            bins[k] = get(k, 0) + n
     keys = sorted(bins)
     total = sum(bins.values())
     out = []

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -37,7 +37,9 @@ from ionveil.errors import ValidationError
 from services.dashboard import _validate as v
 from services.dashboard._buckets import ALL, FoldColumns, OrgStore
 from services.dashboard._reduce import check_metric, reduce_accumulators
+from services.dashboard._reservoir import Reservoir
 from services.dashboard._updates import UpdateHub, UpdateListener
+from services.dashboard._wire import WireEvent, as_record
 from services.dashboard.geography import GeographicBreakdown
 from services.dashboard.incidents import AlertBook, IncidentTracker
 from services.dashboard.models import (
@@ -88,9 +90,7 @@ class OrgState:
         self.store = OrgStore()
         self.incidents = IncidentTracker()
         self.alerts = AlertBook()
-        self.points: deque[tuple[float, float, float, float, float, bool]] = deque(
-            maxlen=reservoir_size
-        )
+        self.points = Reservoir(reservoir_size)
         self.stats: Counter[str] = Counter()
 
 
@@ -108,7 +108,7 @@ class DispatchAggregator:
         flush_interval_seconds: float = 10.0,
         *,
         clock: Callable[[], float] = time.time,
-        max_buffer: int = 8192,
+        max_buffer: int = 65_536,
         reservoir_size: int = 100_000,
         update_queue_size: int = 1000,
     ) -> None:
@@ -119,7 +119,8 @@ class DispatchAggregator:
             retention_hours: How long to retain aggregated data.
             flush_interval_seconds: How often to flush partial aggregates.
             clock: Epoch-seconds clock (injectable for tests and simulations).
-            max_buffer: Pending events that trigger an immediate flush.
+            max_buffer: Pending events that trigger an immediate flush (large folds are
+                cheaper per event: most of a fold's cost is per distinct bucket and sketch bin).
             reservoir_size: Most recent geo-tagged events kept per org for heatmaps.
             update_queue_size: Live updates queued per subscriber before the oldest drop.
 
@@ -147,8 +148,8 @@ class DispatchAggregator:
         self._reservoir_size = reservoir_size
         self._lock = threading.Lock()  # the pending buffer
         self._state_lock = threading.RLock()  # the org states (folds vs. queries)
-        self._buf = v.Columns([], [], [], [], [], [], [], [], [], [])
-        self._buf_gid: list[int] = []
+        self._buf: list[tuple[v.Columns, np.ndarray]] = []  # (columns, combination gids)
+        self._buffered = 0
         self._orgs: dict[str, OrgState] = {}
         self._gids: dict[tuple[str, str, int, str], int] = {}
         self._gid_org: list[str] = []
@@ -199,15 +200,16 @@ class DispatchAggregator:
         return len(cols.eid) - len(self._append(cols))
 
     async def ingest_records(self, records: Sequence[Any]) -> tuple[int, list[tuple[int, str]]]:
-        """Ingest wire records (decoded MessagePack/JSON maps): the worker's fast path.
+        """Ingest wire records (decoded maps, or ``WireEvent`` structs): the worker's fast path.
 
         Returns:
             ``(accepted, rejected)`` where ``rejected`` lists ``(index, reason)`` for every
             record that was invalid or outside retention (each is also counted).
         """
-        cols = v.fast_columns(records)
+        cols = v.fast_columns(records) if records else None
         if cols is not None:
             return len(cols.eid) - len(rejected := self._append(cols)), rejected
+        records = [as_record(r) if type(r) is WireEvent else r for r in records]
         good: list[Any] = []
         index: list[int] = []
         rejected = []
@@ -227,20 +229,28 @@ class DispatchAggregator:
 
     def _append(self, cols: v.Columns) -> list[tuple[int, str]]:
         """Check combinations and time range, then buffer; returns ``(index, reason)`` skips."""
-        keys = list(zip(cols.org, cols.region, cols.sev, cols.unit, strict=True))
-        gids = list(map(self._gids.get, keys))
+        if not len(cols):
+            return []
+        # map() over zip() reuses one key tuple, so no tuple per event is kept alive.
+        gids = list(
+            map(self._gids.get, zip(cols.org, cols.region, cols.sev, cols.unit, strict=True))
+        )
         now = self._clock()
         lo, hi = now - self.retention_s, now + FUTURE_SKEW_S
         bad: list[tuple[int, str]] = []
-        if None in gids or min(cols.ts) < lo or max(cols.ts) > hi:
-            for i, (gid, ts) in enumerate(zip(gids, cols.ts, strict=True)):
+        if None in gids or cols.ts.min() < lo or cols.ts.max() > hi:
+            for i, (gid, ts) in enumerate(zip(gids, cols.ts.tolist(), strict=True)):
                 if gid is None:
-                    problems = v.dimension_problems(*keys[i])
-                    if problems:
-                        bad.append((i, "; ".join(problems)))
-                        self._stats["rejected_invalid"] += 1
-                        continue
-                    gids[i] = self._register(keys[i])
+                    key = (cols.org[i], cols.region[i], cols.sev[i], cols.unit[i])
+                    gid = self._gids.get(key)  # registered earlier in this batch?
+                    if gid is None:
+                        problems = v.dimension_problems(*key)
+                        if problems:
+                            bad.append((i, "; ".join(problems)))
+                            self._stats["rejected_invalid"] += 1
+                            continue
+                        gid = self._register(key)
+                    gids[i] = gid
                 if ts < lo:
                     bad.append((i, "timestamp: older than the retention period"))
                     self._count_rejection(cols.org[i], "too_old")
@@ -250,35 +260,14 @@ class DispatchAggregator:
             if bad:
                 skip = {i for i, _ in bad}
                 keep = [i for i in range(len(gids)) if i not in skip]
-                cols = v.Columns(
-                    *(
-                        [getattr(cols, f)[i] for i in keep]
-                        for f in (
-                            "eid",
-                            "org",
-                            "ts",
-                            "sev",
-                            "rt",
-                            "dist",
-                            "region",
-                            "unit",
-                            "met",
-                            "geo",
-                        )
-                    )
-                )
+                cols = cols.take(keep)
                 gids = [gids[i] for i in keep]
         if gids:
+            chunk = (cols, np.array(gids, dtype=np.int64))
             with self._lock:
-                buf = self._buf
-                buf.eid += cols.eid
-                buf.ts += cols.ts
-                buf.rt += cols.rt
-                buf.dist += cols.dist
-                buf.met += cols.met
-                buf.geo += cols.geo
-                self._buf_gid += gids
-                size = len(self._buf_gid)
+                self._buf.append(chunk)
+                self._buffered += len(gids)
+                size = self._buffered
             if size >= self.max_buffer:
                 self.flush()
             self._ensure_flusher()
@@ -313,7 +302,7 @@ class DispatchAggregator:
     def get_buffer_size(self) -> int:
         """Return the current size of the event buffer."""
         with self._lock:
-            return len(self._buf_gid)
+            return self._buffered
 
     def flush(self) -> int:
         """
@@ -324,36 +313,38 @@ class DispatchAggregator:
             excluded).
         """
         with self._lock:
-            if not self._buf_gid:
-                buf, gid_list = None, []
-            else:
-                buf, gid_list = self._buf, self._buf_gid
-                self._buf = v.Columns([], [], [], [], [], [], [], [], [], [])
-                self._buf_gid = []
+            chunks, self._buf, self._buffered = self._buf, [], 0
         with self._state_lock:
-            folded = self._fold(buf, gid_list) if buf is not None else 0
+            folded = self._fold(chunks) if chunks else 0
             now = self._clock()
             if now - self._last_evict >= 10.0:
                 self._evict(now - self.retention_s)
                 self._last_evict = now
         return folded
 
-    def _fold(self, buf: v.Columns, gid_list: list[int]) -> int:
-        gids = np.array(gid_list, dtype=np.int64)
+    def _fold(self, chunks: list[tuple[v.Columns, np.ndarray]]) -> int:
+        gids = np.concatenate([g for _, g in chunks])
+        parts = [c for c, _ in chunks]
+        eids: list[str] = []
+        for c in parts:
+            eids += c.eid
+
+        def column(name: str) -> np.ndarray:
+            return np.concatenate([getattr(c, name) for c in parts])
+
+        lat, lon = column("lat"), column("lon")
         org_of = np.array(self._gid_org_index(), dtype=np.int64)[gids]
-        cid_of = np.array(self._gid_cid, dtype=np.int64)[gids]
         cols = FoldColumns(
-            np.array(buf.ts, dtype=np.float64),
-            cid_of,
-            np.array(buf.rt, dtype=np.float64),
-            np.array(buf.dist, dtype=np.float64),
-            np.array(buf.met, dtype=np.float64),
-            v.stable_hashes(buf.eid),
+            column("ts"),
+            np.array(self._gid_cid, dtype=np.int64)[gids],
+            column("rt"),
+            column("dist"),
+            column("met"),
+            v.stable_hashes(eids),
         )
-        has_geo = buf.geo.count(None) != len(buf.geo)
         orgs = list(dict.fromkeys(self._gid_org))
         folded = 0
-        for oi in np.unique(org_of).tolist():
+        for oi in [0] if len(orgs) == 1 else np.unique(org_of).tolist():
             org_id = orgs[oi]
             state = self._orgs[org_id]
             rows = None if len(orgs) == 1 else np.flatnonzero(org_of == oi)
@@ -367,10 +358,8 @@ class DispatchAggregator:
             n = len(kept.ts)
             folded += n
             state.stats["accepted"] += n
-            if has_geo:
-                self._add_points(state, buf, rows, keep)
-            else:
-                state.stats["without_coordinates"] += n
+            index = rows if keep is None else (np.flatnonzero(keep) if rows is None else rows[keep])
+            self._add_points(state, kept, lat, lon, index)
             if touched and self._hub.wanted(org_id):
                 self._hub.publish(org_id, self._live_updates(state, touched))
         self._stats["accepted"] += folded
@@ -380,20 +369,29 @@ class DispatchAggregator:
         order = {org: i for i, org in enumerate(dict.fromkeys(self._gid_org))}
         return [order[o] for o in self._gid_org]
 
+    @staticmethod
     def _add_points(
-        self, state: OrgState, buf: v.Columns, rows: np.ndarray | None, keep: np.ndarray | None
+        state: OrgState,
+        kept: FoldColumns,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        index: np.ndarray | None,
     ) -> None:
-        index = np.arange(len(buf.geo)) if rows is None else rows
-        if keep is not None:
-            index = index[keep]
-        missing = 0
-        for i in index.tolist():
-            geo = buf.geo[i]
-            if geo is None:
-                missing += 1
-            else:
-                state.points.append((buf.ts[i], geo[0], geo[1], buf.rt[i], buf.dist[i], buf.met[i]))
-        state.stats["without_coordinates"] += missing
+        """Append the kept rows that carry coordinates to the org's heatmap reservoir."""
+        if index is not None:
+            lat, lon = lat[index], lon[index]
+        has = ~np.isnan(lat)
+        with_coords = int(has.sum())
+        state.stats["without_coordinates"] += len(lat) - with_coords
+        if not with_coords:
+            return
+        if with_coords < len(lat):
+            sel = np.flatnonzero(has)
+            ts, rt, dist, met = kept.ts[sel], kept.rt[sel], kept.dist[sel], kept.met[sel]
+            lat, lon = lat[sel], lon[sel]
+        else:
+            ts, rt, dist, met = kept.ts, kept.rt, kept.dist, kept.met
+        state.points.extend(ts, lat, lon, rt, dist, met)
 
     def _live_updates(self, state: OrgState, minutes: set[int]) -> list[AggregatedMetric]:
         buckets = state.store.windows[60]
@@ -411,8 +409,7 @@ class DispatchAggregator:
         for state in self._orgs.values():
             state.store.evict(cutoff_s)
             state.incidents.evict(cutoff_s)
-            while state.points and state.points[0][0] < cutoff_s:
-                state.points.popleft()
+            state.points.drop_older(cutoff_s)
 
     def _ensure_flusher(self) -> None:
         if self._flusher is not None and not self._flusher.done():
@@ -789,7 +786,7 @@ class DispatchAggregator:
                 "store": state.store.to_wire(),
                 "incidents": state.incidents.to_wire(),
                 "alerts": list(state.alerts.open.values()),
-                "points": [list(p) for p in state.points],
+                "points": state.points.rows(),
                 "stats": dict(state.stats),
             }
         return zlib.compress(msgpack.packb(wire, use_bin_type=True), 1)
@@ -802,7 +799,7 @@ class DispatchAggregator:
         state.incidents = IncidentTracker.from_wire(wire["incidents"])
         for alert in wire["alerts"]:
             state.alerts.apply(alert)
-        state.points.extend(tuple(p) for p in wire["points"])
+        state.points.extend_rows(wire["points"])
         state.stats.update(wire["stats"])
         with self._state_lock:
             self._orgs[org_id] = state

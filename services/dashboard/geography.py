@@ -14,6 +14,8 @@ import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ionveil.errors import ValidationError
 from ionveil.statistics import generate_heatmap
 from services.dashboard._reduce import check_metric, reduce_accumulators
@@ -156,11 +158,10 @@ class GeographicBreakdown:
         col = {"response_time": 3, "distance_km": 4, "dispatch_count": None, "sla_compliance": 5}[
             metric_name
         ]
-        points = [
-            (p[1], p[2], 1.0 if col is None else float(p[col]))
-            for p in list(state.points)
-            if p[0] >= cutoff
-        ]
+        kept = state.points.columns()
+        kept = kept[:, kept[0] >= cutoff]
+        values = np.ones(kept.shape[1]) if col is None else kept[col]
+        points = list(zip(kept[1].tolist(), kept[2].tolist(), values.tolist(), strict=True))
         if not points:
             return []
         cells = generate_heatmap(points, rows, cols, reduce=_HEAT_REDUCE[metric_name])

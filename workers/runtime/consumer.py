@@ -66,6 +66,7 @@ class ConsumerLoop:
         self._semaphore = semaphore
         self._fetch_timeout_s = fetch_timeout_s
         self._validate = make_validator(spec.model)
+        self._decode = spec.decoder or decode_payload
         self._handler_timeout_s = settings.ack_wait_s * _HANDLER_TIMEOUT_SHARE
         self._orgs: dict[str, str | None] = {}
         self._stopping = asyncio.Event()
@@ -180,10 +181,11 @@ class ConsumerLoop:
         kept: list[Msg] = []
         dead: list[tuple[Msg, DeadLetterReason, str, int, int]] = []
         pending = 0
+        decode = self._decode
         for msg in msgs:
             seq, delivered, pending = reply_metadata(msg.reply)
             try:
-                value, _ = decode_payload(msg.data, msg.headers)
+                value, _ = decode(msg.data, msg.headers)
             except ValidationError as exc:
                 dead.append((msg, DeadLetterReason.UNDECODABLE, str(exc), seq, delivered))
                 continue

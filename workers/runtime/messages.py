@@ -6,7 +6,7 @@ runtime"); services code against them, so fields and defaults are fixed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,10 @@ class ConsumerSpec:
     inactive_threshold_s: float | None = None
     """Uncatalogued durables only: the server deletes the durable after this long unused
     (for per-replica durables, so a dead replica's consumer does not linger)."""
+    decoder: Callable[[bytes, Mapping[str, str] | None], tuple[Any, bool]] | None = None
+    """Replaces ``workers.codec.decode_payload`` for this consumer (same contract: returns
+    ``(value, is_json)``, raises ``ValidationError`` on an undecodable body). For consumers
+    that decode straight into typed values on a hot path (the dashboard's event arrays)."""
 
 
 @dataclass
