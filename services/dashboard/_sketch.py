@@ -81,7 +81,7 @@ class LogSketch:
     def __init__(self, bins: dict[int, int] | None = None) -> None:
         self.bins: dict[int, int] = bins if bins is not None else {}
         self.count = sum(self.bins.values()) if bins else 0
-        self._arrays: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._arrays: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``(bin indexes, counts)`` as int64 arrays, cached while ``count`` is unchanged.
@@ -90,13 +90,28 @@ class LogSketch:
         dict into arrays once instead of per query keeps a filtered 24-hour percentile query
         (288 buckets x 15 combinations) within a few milliseconds of numpy work.
         """
+        cached = self._cached()
+        return cached[1], cached[2]
+
+    def cumulative(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(bin indexes ascending, cumulative counts)``, cached like :meth:`arrays`.
+
+        A query over one sketch (an unfiltered bucket, the common dashboard case) then needs
+        only a binary search, no sort.
+        """
+        cached = self._cached()
+        return cached[1], cached[3]
+
+    def _cached(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         cached = self._arrays
         if cached is None or cached[0] != self.count:
             size = len(self.bins)
             keys = np.fromiter(self.bins, dtype=np.int64, count=size)
             counts = np.fromiter(self.bins.values(), dtype=np.int64, count=size)
-            cached = self._arrays = (self.count, keys, counts)
-        return cached[1], cached[2]
+            order = np.argsort(keys)
+            keys, counts = keys[order], counts[order]
+            cached = self._arrays = (self.count, keys, counts, np.cumsum(counts))
+        return cached
 
     def add(self, value: float, n: int = 1) -> None:
         """Add ``n`` occurrences of a non-negative finite value."""
@@ -153,26 +168,32 @@ def merged_quantiles(sketches: Iterable[LogSketch], qs: list[float]) -> list[flo
             raise ValueError(f"quantile must be within [0, 1], got {q!r}")
     key_parts: list[np.ndarray] = []
     count_parts: list[np.ndarray] = []
+    large: list[LogSketch] = []
     small: list[dict[int, int]] = []  # read together: one pass, no per-sketch array overhead
     for s in sketches:
         if len(s.bins) >= _CACHED_MIN_BINS:
-            keys, counts = s.arrays()
-            key_parts.append(keys)
-            count_parts.append(counts)
+            large.append(s)
         elif s.count:
             small.append(s.bins)
     size = sum(map(len, small))
-    if not key_parts and size <= _PYTHON_MAX_BINS:
+    if not large and size <= _PYTHON_MAX_BINS:
         return _small_quantiles(small, qs)  # few bins (or none): numpy's fixed costs dominate
-    if small:
-        key_parts.append(np.fromiter(chain.from_iterable(small), dtype=np.int64, count=size))
-        values = chain.from_iterable(map(dict.values, small))
-        count_parts.append(np.fromiter(values, dtype=np.int64, count=size))
-    k = key_parts[0] if len(key_parts) == 1 else np.concatenate(key_parts)
-    n = count_parts[0] if len(count_parts) == 1 else np.concatenate(count_parts)
-    order = np.argsort(k)
-    k = k[order]
-    cumulative = np.cumsum(n[order])
+    if len(large) == 1 and not small:
+        k, cumulative = large[0].cumulative()  # sorted and summed once per sketch version
+    else:
+        for sketch in large:
+            keys, counts = sketch.arrays()
+            key_parts.append(keys)
+            count_parts.append(counts)
+        if small:
+            key_parts.append(np.fromiter(chain.from_iterable(small), dtype=np.int64, count=size))
+            values = chain.from_iterable(map(dict.values, small))
+            count_parts.append(np.fromiter(values, dtype=np.int64, count=size))
+        k = key_parts[0] if len(key_parts) == 1 else np.concatenate(key_parts)
+        n = count_parts[0] if len(count_parts) == 1 else np.concatenate(count_parts)
+        order = np.argsort(k, kind="stable")  # runs of sorted parts: timsort merges them
+        k = k[order]
+        cumulative = np.cumsum(n[order])
     total = int(cumulative[-1])
     out = []
     for q in qs:
