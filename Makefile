@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench lint clean venv
+.PHONY: up test test-faults bench lint clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(PY) tests/run_all.py
+
+# Kills and restarts real servers and workers (about 11 minutes); CI runs it after `make test`.
+test-faults: $(STAMP)
+	$(PY) tests/run_all.py -m faults
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,embedded,bench]'

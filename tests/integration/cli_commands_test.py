@@ -31,23 +31,41 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def _in_thread(port: int, body: Callable[[], None], errors: list[BaseException]) -> None:
-    """Wait for the worker on ``port``, run ``body``, then SIGTERM this process."""
+class _Stopper:
+    """A helper thread that waits for a worker's /health, runs ``body``, then SIGTERMs this
+    process, unless the command under test already returned (then it must not kill a later
+    test)."""
 
-    def run() -> None:
+    def __init__(self, port: int, body: Callable[[], None]) -> None:
+        self.errors: list[BaseException] = []
+        self._port, self._body = port, body
+        self._returned = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
         try:
             deadline = time.monotonic() + 60
-            while not _healthy(port):
+            while not _healthy(self._port):
+                if self._returned.is_set():
+                    return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"nothing healthy on {port}")
+                    raise TimeoutError(f"nothing healthy on {self._port}")
                 time.sleep(0.1)
-            body()
+            self._body()
         except BaseException as exc:  # reported by the test in the main thread
-            errors.append(exc)
+            self.errors.append(exc)
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            with self._lock:
+                if not self._returned.is_set():
+                    os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=run, daemon=True).start()
+    def returned(self) -> None:
+        """The command returned: never signal after this; wait for the thread to end."""
+        with self._lock:
+            self._returned.set()
+        self._thread.join(timeout=90)
 
 
 @pytest.fixture
@@ -56,7 +74,7 @@ def env(monkeypatch: pytest.MonkeyPatch, infra: Infra, dsns: dict[str, str], tmp
     for key in list(os.environ):
         if key.startswith("IONVEIL_"):
             monkeypatch.delenv(key)
-    offset = free_port() - 8101
+    offset = next(o for o in (free_port() - 8101 for _ in range(100)) if 0 < o <= 50_000)
     monkeypatch.setenv("IONVEIL_NATS_URL", infra.nats_url)
     for db, dsn in dsns.items():
         monkeypatch.setenv(f"IONVEIL_{db.upper()}_DSN", dsn)
@@ -72,7 +90,6 @@ def test_up_on_external_servers_with_demo_and_tail(
 ) -> None:
     """`up --only policy` uses the configured servers (starts none); demo traffic with a miss
     org yields a transition that `tail --replay` prints; SIGTERM drains and exits 0."""
-    errors: list[BaseException] = []
     results: dict[str, int] = {}
 
     def body() -> None:
@@ -95,10 +112,11 @@ def test_up_on_external_servers_with_demo_and_tail(
             ["tail", "ionveil.policy.transitions.>", "--replay", "--count", "1", "--timeout", "30"]
         )
 
-    _in_thread(8101 + env, body, errors)
+    stopper = _Stopper(8101 + env, body)
     code = main(["up", "--only", "policy"])
+    stopper.returned()
     out = capsys.readouterr()
-    assert not errors, errors
+    assert not stopper.errors, stopper.errors
     assert code == 0
     assert "(external, JetStream)" in out.out and "(external)" in out.out
     assert results == {"demo": 0, "tail": 0}
@@ -113,10 +131,11 @@ def test_worker_command_runs_one_worker_until_sigterm(
 ) -> None:
     """`ionveil worker policy --http-port N` serves /health on N and drains on SIGTERM."""
     port = free_port()
-    errors: list[BaseException] = []
-    _in_thread(port, lambda: None, errors)
-    assert main(["worker", "policy", "--http-port", str(port)]) == 0
-    assert not errors, errors
+    stopper = _Stopper(port, lambda: None)
+    code = main(["worker", "policy", "--http-port", str(port)])
+    stopper.returned()
+    assert code == 0
+    assert not stopper.errors, stopper.errors
     assert f"policy running: http://127.0.0.1:{port}/health" in capsys.readouterr().out
 
 

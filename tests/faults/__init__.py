@@ -1,0 +1,1 @@
+"""Fault-injection suite (issue 7): real servers killed and restarted under a known workload."""

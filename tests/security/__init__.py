@@ -1,0 +1,1 @@
+"""Security suite (issue 7): TLS, credentials, tenant isolation and hostile input."""
