@@ -52,19 +52,27 @@ WORKER_NAMES = tuple(WORKERS)
 
 @dataclass
 class Webhook:
-    """A real local webhook receiver counting notifications per alert."""
+    """A real local webhook receiver counting notifications per alert (deduplicated by key)."""
 
     url: str = ""
     posts: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    repeats: int = 0
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Listen on a free loopback port."""
 
         async def hook(request: web.Request) -> web.Response:
-            self.posts.append(await request.json())
-            self.keys.append(request.headers.get("Idempotency-Key", ""))
+            # As a real receiver does: a repeat of a key already taken (an effectively-once
+            # re-send after a crash between send and record) is acknowledged and dropped.
+            key = request.headers.get("Idempotency-Key", "")
+            body = await request.json()
+            if key and key in self.keys:
+                self.repeats += 1
+                return web.json_response({"ok": True, "repeat": True})
+            self.posts.append(body)
+            self.keys.append(key)
             return web.json_response({"ok": True})
 
         app = web.Application()
