@@ -38,22 +38,10 @@ from services.alerts._serde import alert_to_dict
 from services.alerts.models import Alert
 from services.audit import AuditLogger, PostgresAuditStore
 from services.notifications import ChannelRegistry, WebhookChannel
+from tests.support import ManualClock
 from workers.codec import encode_payload
 
 T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
-
-
-class Clock:
-    """An injected clock shared by the 'replicas' of a test."""
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, minutes: float) -> None:
-        self.t += timedelta(minutes=minutes)
 
 
 @dataclass
@@ -125,7 +113,7 @@ BREACH = AlertRule("breach", "Breach", "", "sla_breach", {}, AlertSeverity.CRITI
 
 async def _replica(
     pool: asyncpg.Pool,
-    clock: Clock,
+    clock: ManualClock,
     *,
     url: str | None = None,
     publisher: Any = None,
@@ -180,7 +168,7 @@ async def test_publish_failure_then_recovery_publishes_every_change_once(
     """JetStream refusing every publish loses nothing: the changes wait in the outbox (seen by
     lag_s), then two replicas flushing together put each on the stream exactly once; a row
     re-published after a 'crash' before its removal is dropped by the duplicate window."""
-    clock = Clock()
+    clock = ManualClock(T0)
     publish = _js_publisher(nc)
     a = await _replica(audit_pool, clock, publisher=publish, name="a")
     b = await _replica(audit_pool, clock, publisher=publish, name="b")
@@ -230,7 +218,7 @@ async def test_claim_of_a_dead_replica_is_resent_once(
     """A claim left by a replica that died before sending (one cancelled mid-send, one whose
     lease simply expired) is re-sent exactly once by the live replicas, with the same
     Idempotency-Key, and recorded under the new claimant."""
-    clock = Clock()
+    clock = ManualClock(T0)
     dead = await _replica(audit_pool, clock, url=f"{hooks.base}/slow", name="dead")
     a = await _replica(audit_pool, clock, url=f"{hooks.base}/hook", name="a")
     b = await _replica(audit_pool, clock, url=f"{hooks.base}/hook", name="b")
@@ -270,7 +258,7 @@ async def test_failed_sends_retry_with_backoff_up_to_a_limit(
 ) -> None:
     """A failed send is retried after its back-off, up to 1 + len(retry_backoff_s) rounds;
     every round is audited; the same Idempotency-Key each time."""
-    clock = Clock()
+    clock = ManualClock(T0)
     hooks.fail_first = fail_first
     m = await _replica(audit_pool, clock, url=f"{hooks.base}/flaky", name="m")
     m.notifier.retry_backoff_s = (0.05, 0.05)
@@ -303,7 +291,7 @@ async def test_failed_sends_retry_with_backoff_up_to_a_limit(
 async def test_duplicate_policy_transition_is_a_no_op(audit_pool: asyncpg.Pool) -> None:
     """The same transition handed to two replicas at once, to another replica later, or to a
     restarted one after the alert moved on, changes the org's policy alert once."""
-    clock = Clock()
+    clock = ManualClock(T0)
     a = await _replica(audit_pool, clock, name="a")
     b = await _replica(audit_pool, clock, name="b")
 
@@ -401,7 +389,7 @@ async def _state(monitor: SLAMonitorService) -> set[tuple[str, str, str]]:
 async def test_two_replicas_decide_org_rules_as_one(audit_pool: asyncpg.Pool) -> None:
     """Incident events split between two replicas (each seeing half of them) produce, after
     every step, the same pattern/threshold alerts as one monitor seeing all of them."""
-    clock = Clock()
+    clock = ManualClock(T0)
     one = SLAMonitorService(clock=clock)
     pair = [await _replica(audit_pool, clock, name=n) for n in ("a", "b")]
     for rule in _ORG_RULES:

@@ -33,21 +33,9 @@ from services.alerts import (
 from services.audit import AuditLogger, PostgresAuditStore
 from services.compliance.sla import SLAMonitor
 from services.notifications import ChannelRegistry, WebhookChannel
+from tests.support import ManualClock
 
 T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
-
-
-class Clock:
-    """An injected clock shared by the 'replicas' of a test."""
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, minutes: float) -> None:
-        self.t += timedelta(minutes=minutes)
 
 
 @dataclass
@@ -118,7 +106,11 @@ async def _close_registries() -> AsyncIterator[None]:
 
 
 async def _replica(
-    pool: asyncpg.Pool, clock: Clock, *, url: str | None = None, hot: RedisHotState | None = None
+    pool: asyncpg.Pool,
+    clock: ManualClock,
+    *,
+    url: str | None = None,
+    hot: RedisHotState | None = None,
 ) -> SLAMonitorService:
     channels = None
     if url is not None:
@@ -136,7 +128,7 @@ async def _replica(
 async def test_two_replicas_raise_each_alert_once(audit_pool: asyncpg.Pool) -> None:
     """Concurrent checks of the same 40 incidents on two replicas raise 80 alerts in all
     (two rules each), every one audited, and the chain verifies."""
-    clock = Clock()
+    clock = ManualClock(T0)
     a, b = await _replica(audit_pool, clock), await _replica(audit_pool, clock)
     incidents = [(f"i{n}", clock() - timedelta(minutes=9)) for n in range(40)]
     results = await asyncio.gather(
@@ -154,7 +146,7 @@ async def test_two_replicas_raise_each_alert_once(audit_pool: asyncpg.Pool) -> N
 async def test_concurrent_lifecycle_operations(audit_pool: asyncpg.Pool) -> None:
     """Acknowledging the same alerts from two replicas at once: one wins each, the other
     gets ValueError; resolves then apply once and the cool-down holds on both replicas."""
-    clock = Clock()
+    clock = ManualClock(T0)
     a, b = await _replica(audit_pool, clock), await _replica(audit_pool, clock)
     for n in range(20):
         await a.check_incident(f"i{n}", "org1", 5, clock() - timedelta(minutes=9))
@@ -183,7 +175,7 @@ async def test_end_to_end_notification_once_per_change(
 ) -> None:
     """SLA check -> alert -> one webhook POST per change and channel, even with two replicas
     checking and escalating the same incident; deliveries are audited."""
-    clock = Clock()
+    clock = ManualClock(T0)
     a = await _replica(audit_pool, clock, url=receiver.url)
     b = await _replica(audit_pool, clock, url=receiver.url)
     policy = EscalationPolicy(
@@ -222,7 +214,7 @@ async def test_end_to_end_notification_once_per_change(
 async def test_escalation_timing_survives_restart(audit_pool: asyncpg.Pool) -> None:
     """Escalation timers come from stored timestamps: a restarted replica escalates at the
     right time, once, even when the old and new replica check together."""
-    clock = Clock()
+    clock = ManualClock(T0)
     old = await _replica(audit_pool, clock)
     old_manager = EscalationManager(old)
     policy = EscalationPolicy(
@@ -259,7 +251,7 @@ async def test_escalation_timing_survives_restart(audit_pool: asyncpg.Pool) -> N
 
 async def test_alerts_agree_with_sla_monitor(audit_pool: asyncpg.Pool) -> None:
     """Alert figures match services.compliance.sla.SLAMonitor for random incidents."""
-    clock = Clock()
+    clock = ManualClock(T0)
     monitor = await _replica(audit_pool, clock)
     sla = SLAMonitor()
     rng = random.Random(3)
@@ -282,7 +274,7 @@ async def test_alerts_agree_with_sla_monitor(audit_pool: asyncpg.Pool) -> None:
 async def test_state_reloads_after_restart(audit_pool: asyncpg.Pool) -> None:
     """Active incidents, suppressions and open alerts are stored; a new monitor picks them up
     and an arrival resolves the stored alerts as system."""
-    clock = Clock()
+    clock = ManualClock(T0)
     first = await _replica(audit_pool, clock)
     await first.on_incident_event(
         "org1", "i1", 4, "dispatched", clock() - timedelta(minutes=20), "north"
@@ -312,7 +304,7 @@ async def test_redis_hot_state_shared_by_replicas(
     are seen by the other at once."""
     client = aioredis.from_url(redis_url)
     try:
-        clock = Clock()
+        clock = ManualClock(T0)
         a = await _replica(audit_pool, clock, hot=RedisHotState(client, prefix=redis_prefix))
         b = await _replica(audit_pool, clock, hot=RedisHotState(client, prefix=redis_prefix))
         late = clock() - timedelta(minutes=9)

@@ -29,22 +29,9 @@ from services.alerts import (
 from services.alerts._serde import alert_from_dict, alert_to_dict, policy_from_dict, rule_from_dict
 from services.alerts.rules import incident_rule_fires
 from services.notifications.base import DeliveryResult, Notification
+from tests.support import ManualClock
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """An injected clock the test moves by hand."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.t = start
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, minutes: float) -> datetime:
-        self.t += timedelta(minutes=minutes)
-        return self.t
 
 
 class SpyChannels:
@@ -80,9 +67,9 @@ def rule(
 
 
 @pytest.fixture
-def clock() -> Clock:
+def clock() -> ManualClock:
     """A fresh injected clock at T0."""
-    return Clock()
+    return ManualClock(T0)
 
 
 @pytest.fixture
@@ -92,7 +79,7 @@ def spy() -> SpyChannels:
 
 
 @pytest.fixture
-def monitor(clock: Clock, spy: SpyChannels) -> SLAMonitorService:
+def monitor(clock: ManualClock, spy: SpyChannels) -> SLAMonitorService:
     """An in-process monitor with a breach and a 25 % warning rule."""
     m = SLAMonitorService(check_interval_seconds=0.05, clock=clock, channels=spy)
     m.add_rule(rule())
@@ -103,7 +90,7 @@ def monitor(clock: Clock, spy: SpyChannels) -> SLAMonitorService:
 
 
 async def _breach_alert(
-    m: SLAMonitorService, clock: Clock, incident: str = "i1", org: str = "org1"
+    m: SLAMonitorService, clock: ManualClock, incident: str = "i1", org: str = "org1"
 ) -> Alert:
     alerts = await m.check_incident(incident, org, 5, clock() - timedelta(minutes=9))
     return next(a for a in alerts if a.rule_id == "breach")
@@ -265,7 +252,7 @@ def test_incident_rule_thresholds(
 
 
 async def test_check_incident_raises_with_sla_figures(
-    monitor: SLAMonitorService, clock: Clock, spy: SpyChannels
+    monitor: SLAMonitorService, clock: ManualClock, spy: SpyChannels
 ) -> None:
     """A P5 incident 12 min after dispatch gets breach + warning alerts with SLA details."""
     alerts = await monitor.check_incident("i1", "org1", 5, clock() - timedelta(minutes=12))
@@ -291,7 +278,7 @@ async def test_check_incident_refuses_bad_input(monitor: SLAMonitorService) -> N
 
 # --------------------------------------------------------------------------- lifecycle
 async def _alert_in(
-    status: AlertStatus, clock: Clock
+    status: AlertStatus, clock: ManualClock
 ) -> tuple[SLAMonitorService, Alert, EscalationManager]:
     m = SLAMonitorService(clock=clock)
     m.add_rule(rule())
@@ -337,7 +324,7 @@ def test_transition_table_matches_expectations() -> None:
 
 
 @pytest.mark.parametrize(("start", "action"), list(_EXPECTED))
-async def test_every_transition(start: AlertStatus, action: str, clock: Clock) -> None:
+async def test_every_transition(start: AlertStatus, action: str, clock: ManualClock) -> None:
     """Every (status, action) pair: legal ones land in the right status and are audited,
     illegal ones raise ValueError and change nothing."""
     m, alert, manager = await _alert_in(start, clock)
@@ -377,7 +364,7 @@ async def test_unknown_alert_is_key_error(action: str, monitor: SLAMonitorServic
 
 
 async def test_ack_and_resolve_record_who_and_when(
-    monitor: SLAMonitorService, clock: Clock
+    monitor: SLAMonitorService, clock: ManualClock
 ) -> None:
     """Acknowledge and resolve fill the contract's fields; resolve needs a note."""
     alert = await _breach_alert(monitor, clock)
@@ -395,7 +382,7 @@ async def test_ack_and_resolve_record_who_and_when(
 
 
 async def test_one_open_alert_per_rule_and_incident_and_cooldown(
-    monitor: SLAMonitorService, clock: Clock
+    monitor: SLAMonitorService, clock: ManualClock
 ) -> None:
     """A second check does not duplicate; after resolve the rule cools down for its window."""
     dispatched = clock() - timedelta(minutes=9)
@@ -412,7 +399,7 @@ async def test_one_open_alert_per_rule_and_incident_and_cooldown(
     assert len(await monitor.get_active_alerts("org1")) == 2
 
 
-async def test_active_alert_filters(monitor: SLAMonitorService, clock: Clock) -> None:
+async def test_active_alert_filters(monitor: SLAMonitorService, clock: ManualClock) -> None:
     """get_active_alerts filters by severity and status and hides other orgs' alerts."""
     await monitor.check_incident("i1", "org1", 5, clock() - timedelta(minutes=9))
     await monitor.check_incident("i2", "org2", 5, clock() - timedelta(minutes=9))
@@ -427,7 +414,7 @@ async def test_active_alert_filters(monitor: SLAMonitorService, clock: Clock) ->
 
 @pytest.mark.parametrize("status", ["arrived", "closed", "cancelled"])
 async def test_incident_end_auto_resolves_as_system(
-    status: str, monitor: SLAMonitorService, clock: Clock
+    status: str, monitor: SLAMonitorService, clock: ManualClock
 ) -> None:
     """When an incident arrives, closes or is cancelled its SLA alerts resolve as 'system'."""
     await monitor.on_incident_event("org1", "i1", 5, "dispatched", clock() - timedelta(minutes=9))
@@ -453,7 +440,7 @@ async def test_incident_event_validation(monitor: SLAMonitorService) -> None:
 
 
 # --------------------------------------------------------------------------- batch cycle
-async def test_cycle_raises_exactly_what_per_incident_checks_raise(clock: Clock) -> None:
+async def test_cycle_raises_exactly_what_per_incident_checks_raise(clock: ManualClock) -> None:
     """The vectorised cycle and check_incident on each incident produce the same alerts."""
     rng = random.Random(7)
     incidents = [
@@ -487,7 +474,7 @@ async def test_cycle_raises_exactly_what_per_incident_checks_raise(clock: Clock)
 
 
 # --------------------------------------------------------------------------- org rules
-async def test_threshold_open_breaches_raises_and_clears(clock: Clock) -> None:
+async def test_threshold_open_breaches_raises_and_clears(clock: ManualClock) -> None:
     """open_breaches > max raises one org alert; it resolves itself once breaches clear."""
     m = SLAMonitorService(clock=clock)
     m.add_rule(rule("too-many", "threshold", {"metric": "open_breaches", "max": 1}))
@@ -504,7 +491,7 @@ async def test_threshold_open_breaches_raises_and_clears(clock: Clock) -> None:
     assert alert.resolved_by == "system"
 
 
-async def test_threshold_compliance_rate(clock: Clock) -> None:
+async def test_threshold_compliance_rate(clock: ManualClock) -> None:
     """A compliance rate over the window below 'min' raises an org alert."""
     m = SLAMonitorService(clock=clock)
     m.add_rule(rule("rate", "threshold", {"metric": "compliance_rate", "min": 0.75}))
@@ -520,7 +507,7 @@ async def test_threshold_compliance_rate(clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("scope", ["org", "region"])
-async def test_pattern_consecutive_breaches(scope: str, clock: Clock) -> None:
+async def test_pattern_consecutive_breaches(scope: str, clock: ManualClock) -> None:
     """N breaches in a row (org-wide or per region) raise; a met SLA resolves it."""
     m = SLAMonitorService(clock=clock)
     m.add_rule(rule("streak", "pattern", {"consecutive_breaches": 3, "scope": scope}))
@@ -536,7 +523,7 @@ async def test_pattern_consecutive_breaches(scope: str, clock: Clock) -> None:
     assert [a.status for a in changed if a.rule_id == "streak"] == [AlertStatus.RESOLVED]
 
 
-async def test_check_incident_evaluates_pattern_on_new_breach(clock: Clock) -> None:
+async def test_check_incident_evaluates_pattern_on_new_breach(clock: ManualClock) -> None:
     """check_incident counts each incident's breach once towards a pattern rule."""
     m = SLAMonitorService(clock=clock)
     m.add_rule(rule("streak", "pattern", {"consecutive_breaches": 2}))
@@ -650,7 +637,7 @@ def test_bad_suppressions_are_rejected(kwargs: dict, field: str) -> None:
         AlertSuppressionManager().add_suppression(**args)
 
 
-def test_suppression_expiry_and_early_removal(clock: Clock) -> None:
+def test_suppression_expiry_and_early_removal(clock: ManualClock) -> None:
     """Suppressions expire on their own (injected clock) and can be removed early."""
     manager = AlertSuppressionManager(clock=clock)
     sid = manager.add_suppression("org1", "breach", 30, "maintenance", "ops")
@@ -667,7 +654,7 @@ def test_suppression_expiry_and_early_removal(clock: Clock) -> None:
 
 
 async def test_suppressed_alert_is_recorded_not_notified(
-    monitor: SLAMonitorService, clock: Clock, spy: SpyChannels
+    monitor: SLAMonitorService, clock: ManualClock, spy: SpyChannels
 ) -> None:
     """A raise under a matching suppression is stored as suppressed; no callback, no send."""
     seen: list[Alert] = []
@@ -693,7 +680,7 @@ def _policy(**kw: object) -> EscalationPolicy:
 
 
 async def test_escalation_timing_with_injected_clock(
-    monitor: SLAMonitorService, clock: Clock, spy: SpyChannels
+    monitor: SLAMonitorService, clock: ManualClock, spy: SpyChannels
 ) -> None:
     """Unacknowledged alerts climb one level when their level's timeout passes, never early,
     notified through the new level's channels; the chain stops at the top."""
@@ -734,7 +721,7 @@ async def test_escalation_timing_with_injected_clock(
     assert escalations == [("sms", 2), ("pager", 3)]
 
 
-async def test_repeat_and_max_escalations(monitor: SLAMonitorService, clock: Clock) -> None:
+async def test_repeat_and_max_escalations(monitor: SLAMonitorService, clock: ManualClock) -> None:
     """At the top level the alert is re-notified every repeat_after_minutes, up to
     max_escalations automatic steps in all."""
     manager = EscalationManager(monitor)
@@ -756,7 +743,7 @@ async def test_repeat_and_max_escalations(monitor: SLAMonitorService, clock: Clo
     assert steps[-1].status is AlertStatus.OPEN
 
 
-async def test_rule_timed_escalation_without_policy(clock: Clock) -> None:
+async def test_rule_timed_escalation_without_policy(clock: ManualClock) -> None:
     """Without an org policy the rule's escalation_after_minutes times each level."""
     m = SLAMonitorService(clock=clock)
     m.add_rule(rule(escalation_after_minutes=5))
@@ -785,7 +772,7 @@ async def test_policy_alert_channels_follow_org_policy(
 
 
 # --------------------------------------------------------------------------- notification
-async def test_failing_or_slow_channel_blocks_nothing_and_is_audited(clock: Clock) -> None:
+async def test_failing_or_slow_channel_blocks_nothing_and_is_audited(clock: ManualClock) -> None:
     """A failing channel and a slow one neither block the monitor nor each other; every
     delivery outcome is in the audit trail; the same change is never sent twice."""
     spy = SpyChannels(fail=["broken"], slow=["slow"])
@@ -812,7 +799,7 @@ async def test_failing_or_slow_channel_blocks_nothing_and_is_audited(clock: Cloc
     assert (await m.audit.verify_chain()).ok
 
 
-async def test_callback_errors_do_not_break_the_monitor(clock: Clock) -> None:
+async def test_callback_errors_do_not_break_the_monitor(clock: ManualClock) -> None:
     """An exception in the seed's notification_callback is logged, the alert still raised."""
 
     def boom(alert: Alert) -> None:
@@ -859,7 +846,7 @@ async def test_not_found_error_is_key_error(monitor: SLAMonitorService) -> None:
 
 
 # --------------------------------------------------------------------------- delivery (in-process)
-async def test_in_process_outbox_publishes_each_change_once(clock: Clock) -> None:
+async def test_in_process_outbox_publishes_each_change_once(clock: ManualClock) -> None:
     """A publisher that fails leaves every change queued (lag_s reports it); once it works, a
     flush publishes each queued change once, and later changes go straight out."""
     published: list[tuple[str, int]] = []
@@ -888,7 +875,7 @@ async def test_in_process_outbox_publishes_each_change_once(clock: Clock) -> Non
     assert await bare.outbox.lag_s() is None
 
 
-async def test_in_process_claims_are_leased_and_retried(clock: Clock) -> None:
+async def test_in_process_claims_are_leased_and_retried(clock: ManualClock) -> None:
     """In one process too: a claim without an outcome is taken over after its lease, an outcome
     under a superseded claim token is not recorded, and a failed send is retried until the
     back-off list is used up."""
@@ -919,7 +906,7 @@ async def test_in_process_claims_are_leased_and_retried(clock: Clock) -> None:
     assert states[(alert.alert_id, 1, "broken")]["retry_at"] is None
 
 
-async def test_in_process_store_round_trips(clock: Clock) -> None:
+async def test_in_process_store_round_trips(clock: ManualClock) -> None:
     """The in-memory store keeps rules, policies, suppressions and incidents like PostgreSQL."""
     m = SLAMonitorService(clock=clock)
     await m.save_rule(rule())
