@@ -33,10 +33,11 @@ from typing import Any
 import msgpack
 import nats
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _baseline import bare_fetch_loop  # noqa: E402
 
 from services.dashboard import (  # noqa: E402
     AggregationType,
@@ -104,30 +105,9 @@ async def publish(nc: NATS, events: int, per_msg: int) -> int:
 
 
 async def bare_loop(nc: NATS, messages: int, durable: str) -> float:
-    """(a) fetch a batch, decode each message, ack each; returns seconds."""
-    js = nc.jetstream()
-    sub = await js.pull_subscribe(
-        SUBJECT,
-        durable=durable,
-        stream="DISPATCH",
-        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=4096),
-    )
-    done = 0
-    started = time.perf_counter()
-    while done < messages:
-        try:
-            msgs = await sub.fetch(BATCH, timeout=1.0)
-        except nats.errors.TimeoutError:
-            continue
-        for msg in msgs:
-            msgpack.unpackb(msg.data)
-            await msg.ack()
-        done += len(msgs)
-    elapsed = time.perf_counter() - started
-    await nc.flush()
-    await sub.unsubscribe()
-    await js.delete_consumer("DISPATCH", durable)
-    return elapsed
+    """(a) the baseline (``bench/_baseline.py``): fetch, decode, ack; returns wall seconds."""
+    wall, _ = await bare_fetch_loop(nc, messages, durable, subject=SUBJECT, batch=BATCH)
+    return wall
 
 
 async def faststream_loop(url: str, messages: int, durable: str) -> float:

@@ -23,11 +23,12 @@ from pathlib import Path
 import msgpack
 import nats
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _baseline import bare_fetch_loop  # noqa: E402
 
 from workers.embedded import EmbeddedNats  # noqa: E402
 from workers.runtime import (  # noqa: E402
@@ -91,29 +92,8 @@ async def publish(nc: NATS, count: int) -> None:
 
 
 async def bare_loop(nc: NATS, count: int, durable: str) -> tuple[float, float]:
-    """The baseline: fetch a batch, decode each message, ack each."""
-    js = nc.jetstream()
-    sub = await js.pull_subscribe(
-        SUBJECT,
-        durable=durable,
-        stream="DISPATCH",
-        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=4096),
-    )
-    done = 0
-    started, cpu = time.perf_counter(), time.process_time()
-    while done < count:
-        try:
-            msgs = await sub.fetch(BATCH, timeout=1.0)
-        except nats.errors.TimeoutError:
-            continue
-        for msg in msgs:
-            msgpack.unpackb(msg.data)
-            await msg.ack()
-        done += len(msgs)
-    elapsed = time.perf_counter() - started, time.process_time() - cpu
-    await nc.flush()
-    await js.delete_consumer("DISPATCH", durable)
-    return elapsed
+    """The baseline (``bench/_baseline.py``): fetch a batch, decode each message, ack each."""
+    return await bare_fetch_loop(nc, count, durable, subject=SUBJECT, batch=BATCH)
 
 
 class BenchWorker(Worker):
