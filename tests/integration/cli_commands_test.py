@@ -75,7 +75,8 @@ def env(monkeypatch: pytest.MonkeyPatch, infra: Infra, dsns: dict[str, str], tmp
         if key.startswith("IONVEIL_"):
             monkeypatch.delenv(key)
     offset = next(o for o in (free_port() - 8101 for _ in range(100)) if 0 < o <= 50_000)
-    monkeypatch.setenv("IONVEIL_NATS_URL", infra.nats_url)
+    server_url = infra.nats_url  # the suite's real server, handed to the commands
+    monkeypatch.setenv("IONVEIL_NATS_URL", server_url)
     for db, dsn in dsns.items():
         monkeypatch.setenv(f"IONVEIL_{db.upper()}_DSN", dsn)
     monkeypatch.setenv("IONVEIL_DATA_DIR", str(tmp_path))

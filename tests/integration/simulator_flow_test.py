@@ -429,7 +429,8 @@ async def test_cli_remote_and_replay(
     monkeypatch.setattr(root, "level", root.level)
     config = structlog.get_config()
     request_cleanup = lambda: structlog.configure(**config)  # noqa: E731
-    monkeypatch.setenv("IONVEIL_NATS_URL", settings.nats_url or "")
+    server_url = settings.nats_url or ""  # the suite's real server, handed to the CLI
+    monkeypatch.setenv("IONVEIL_NATS_URL", server_url)
     monkeypatch.setenv("IONVEIL_ANALYTICS_DSN", dsns["analytics"])
     monkeypatch.setenv("IONVEIL_DATA_DIR", str(tmp_path))
     collector = MetricsCollector(analytics_pool)
