@@ -18,6 +18,8 @@ from ionveil.errors import ConfigurationError
 __all__ = ["DATABASES", "Settings", "load_settings"]
 
 DATABASES: tuple[str, ...] = ("core", "analytics", "audit")
+# What nats-py looks for in IONVEIL_NATS_CREDS (as `nsc generate creds` writes it).
+_CREDS_MARKERS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
 
 
 class Settings(BaseSettings):
@@ -90,6 +92,23 @@ class Settings(BaseSettings):
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
+        return value
+
+    @field_validator("nats_creds")
+    @classmethod
+    def _creds_file(cls, value: Path | None) -> Path | None:
+        # Checked here because nats-py reads the file only when it connects: an unreadable
+        # file fails deep in the worker, one without a seed with a bare TypeError, and one
+        # without a user JWT block makes nats-py loop forever (blocking the event loop).
+        if value is None:
+            return value
+        try:
+            text = value.read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(f"file {value} cannot be read: {exc.strerror or exc}") from None
+        for marker in _CREDS_MARKERS:
+            if marker not in text:
+                raise ValueError(f"file {value} is not a NATS .creds file (no {marker!r} block)")
         return value
 
     def dsn(self, database: str) -> str | None:

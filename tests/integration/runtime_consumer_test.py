@@ -58,6 +58,8 @@ class ConsumingWorker(Worker):
         max_deliver: int = 5,
         backoff_s: tuple[float, ...] = (0.05,),
         batch: int = 64,
+        ack_wait_s: float = 5.0,
+        handler_timeout_s: float | None = None,
     ) -> None:
         self._spec = ConsumerSpec(
             stream="DISPATCH",
@@ -68,7 +70,8 @@ class ConsumingWorker(Worker):
             max_deliver=max_deliver,
             backoff_s=backoff_s,
             batch=batch,
-            ack_wait_s=5.0,
+            ack_wait_s=ack_wait_s,
+            handler_timeout_s=handler_timeout_s,
         )
         self.ctx: WorkerContext | None = None
 
@@ -219,6 +222,52 @@ async def test_always_failing_handler_ends_in_dlq_after_max_deliver(
         'ionveil_messages_dead_lettered_total{consumer="rt-dispatch",reason="max_deliveries"} 1.0'
         in metrics
     )
+
+
+async def test_handler_longer_than_ack_wait_is_kept_alive_by_heartbeats(
+    nc: NATS, settings: Settings
+) -> None:
+    """A handler allowed to outlast ``ack_wait`` (simulation jobs) has its messages kept with
+    in-progress heartbeats: a 4 s job under a 1.5 s ack wait is delivered once, acked once."""
+    deliveries: list[int] = []
+
+    async def long_job(batch: list[Envelope]) -> None:
+        deliveries.extend(e.num_delivered for e in batch)
+        await asyncio.sleep(4.0)
+
+    worker = ConsumingWorker(long_job, ack_wait_s=1.5, handler_timeout_s=20.0, batch=1)
+    async with run_worker(worker, settings, http_port=0) as handle:
+        await publish(nc, {"event_id": "job", "value": 1}, msg_id="job")
+        await handle.wait_idle(timeout_s=20)
+        await asyncio.sleep(2.0)  # a redelivery, had the heartbeats failed, would come now
+        metrics = handle.ctx.metrics.render().decode()
+    assert deliveries == [1]
+    assert 'ionveil_messages_processed_total{consumer="rt-dispatch"} 1.0' in metrics
+    beats = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("ionveil_messages_in_progress_total")
+    ]
+    assert beats and float(beats[0].split()[-1]) >= 3.0, beats
+
+
+async def test_handler_past_its_timeout_is_retried(nc: NATS, settings: Settings) -> None:
+    """A handler that outlasts its own ``handler_timeout_s`` fails the batch (nak + retry),
+    even while heartbeats were keeping the message."""
+    deliveries: list[int] = []
+
+    async def stuck_once(batch: list[Envelope]) -> None:
+        deliveries.extend(e.num_delivered for e in batch)
+        if len(deliveries) == 1:
+            await asyncio.sleep(30.0)
+
+    worker = ConsumingWorker(stuck_once, ack_wait_s=1.0, handler_timeout_s=2.5, batch=1)
+    async with run_worker(worker, settings, http_port=0) as handle:
+        await publish(nc, {"event_id": "slow", "value": 1}, msg_id="slow")
+        await handle.wait_idle(timeout_s=20)
+        metrics = handle.ctx.metrics.render().decode()
+    assert deliveries == [1, 2]
+    assert 'ionveil_messages_failed_total{consumer="rt-dispatch"} 1.0' in metrics
 
 
 async def test_rejected_message_goes_to_dlq_and_the_rest_is_acked(

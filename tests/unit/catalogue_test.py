@@ -312,11 +312,15 @@ def test_consumer_settings_prefer_the_catalogue(catalogue: Catalogue) -> None:
 
     spec = ConsumerSpec("SIMJOBS", "simulator-jobs", "ionveil.simulator.jobs", handler)
     merged = consumer_settings(spec, catalogue)
-    assert (merged.ack_wait_s, merged.max_deliver, merged.backoff_s) == (300, 3, (5.0, 30.0))
+    assert (merged.ack_wait_s, merged.max_deliver, merged.backoff_s) == (30, 3, (5.0, 30.0))
     assert [merged.nak_delay_s(n) for n in (1, 2, 3, 9)] == [5.0, 30.0, 30.0, 30.0]
+    # A job may outlast the ack wait: heartbeats every third of it keep the job.
+    assert (merged.effective_handler_timeout_s, merged.heartbeat_s) == (900, 10.0)
 
     adhoc = ConsumerSpec("DISPATCH", "tool", "ionveil.dispatch.events.>", handler, max_deliver=2)
-    assert consumer_settings(adhoc, catalogue).max_deliver == 2
+    plain = consumer_settings(adhoc, catalogue)
+    assert plain.max_deliver == 2
+    assert (plain.effective_handler_timeout_s, plain.heartbeat_s) == (27.0, None)
 
     wrong = ConsumerSpec("DISPATCH", "simulator-jobs", "ionveil.dispatch.events.>", handler)
     with pytest.raises(ConfigurationError, match="simulator-jobs"):

@@ -138,6 +138,11 @@ class CatalogueConsumer(_Strict):
     max_ack_pending: int = Field(default=1000, ge=1)
     per_replica: bool = False
     """``durable`` is a prefix: each replica reads the whole stream as ``<durable>-<replica>``."""
+    handler_timeout_s: float | None = Field(default=None, gt=0)
+    """How long one batch may take (default 0.9 x ``ack_wait_s``). Longer than ``ack_wait_s``
+    means the runtime sends in-progress heartbeats while the handler runs, so a long job is
+    kept, and a job whose worker died comes back after ``ack_wait_s``, not after the job's
+    longest possible run."""
 
     @model_validator(mode="after")
     def _valid(self) -> CatalogueConsumer:

@@ -8,6 +8,10 @@ Acknowledgement is decided here and nowhere else (STYLE.md, "Errors and acknowle
   for a message already at ``max_deliver``;
 - ``CancelledError`` -> nothing is acknowledged; JetStream redelivers after ``ack_wait``.
 
+A consumer whose handler may run longer than its ``ack_wait`` (simulation jobs) sends
+``in_progress`` for each message of the batch every third of ``ack_wait`` while the handler
+runs: the job is kept as long as its worker lives, and comes back ``ack_wait`` after it died.
+
 A failed DLQ publish never terms: the message is nak'ed and dead-lettered on a later delivery.
 """
 
@@ -39,7 +43,6 @@ __all__ = ["ConsumerLoop"]
 log = structlog.get_logger(__name__)
 
 _RETRY_PAUSE_S = 1.0
-_HANDLER_TIMEOUT_SHARE = 0.9  # of ack_wait: answer before JetStream redelivers on its own
 _ORG_CACHE_MAX = 10_000
 
 
@@ -67,7 +70,7 @@ class ConsumerLoop:
         self._fetch_timeout_s = fetch_timeout_s
         self._validate = make_validator(spec.model)
         self._decode = spec.decoder or decode_payload
-        self._handler_timeout_s = settings.ack_wait_s * _HANDLER_TIMEOUT_SHARE
+        self._handler_timeout_s = settings.effective_handler_timeout_s
         self._orgs: dict[str, str | None] = {}
         self._stopping = asyncio.Event()
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -215,7 +218,7 @@ class ConsumerLoop:
             )
             accepted.append(msg)
 
-        failure = await self._call_handler(envelopes) if envelopes else None
+        failure = await self._call_handler(envelopes, accepted) if envelopes else None
         acked = 0
         if failure is None:
             for msg, env in zip(accepted, envelopes, strict=True):
@@ -242,15 +245,35 @@ class ConsumerLoop:
         self._metrics.lag.set(pending)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _call_handler(self, envelopes: list[Envelope]) -> BaseException | None:
+    async def _call_handler(
+        self, envelopes: list[Envelope], msgs: list[Msg]
+    ) -> BaseException | None:
         async with self._semaphore:
+            beating = self._heartbeat(msgs) if self.settings.heartbeat_s is not None else None
             try:
                 await asyncio.wait_for(self.spec.handler(envelopes), self._handler_timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure is retried with back-off, never fatal
                 return exc
+            finally:
+                if beating is not None:
+                    beating.cancel()
         return None
+
+    def _heartbeat(self, msgs: list[Msg]) -> asyncio.Task[None]:
+        """Send ``in_progress`` for ``msgs`` every ``heartbeat_s`` until cancelled."""
+        interval = self.settings.heartbeat_s
+        assert interval is not None
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                for msg in msgs:
+                    await self._settle(msg.in_progress)
+                self._metrics.heartbeats.inc(len(msgs))
+
+        return asyncio.create_task(beat(), name=f"heartbeat-{self.settings.durable}")
 
     async def _retry_or_dead_letter(
         self,

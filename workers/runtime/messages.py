@@ -93,6 +93,8 @@ class ConsumerSpec:
     max_deliver: int = 5
     ack_wait_s: float = 30.0
     backoff_s: tuple[float, ...] = (0.5, 2.0, 10.0)
+    handler_timeout_s: float | None = None
+    """Uncatalogued durables only: see ``handler_timeout_s`` in ``subjects.yaml``."""
     start_seq: int | None = None
     """Uncatalogued durables only: deliver from this stream sequence (default: all)."""
     inactive_threshold_s: float | None = None

@@ -26,6 +26,7 @@ class ConsumerMetrics:
     batch_seconds: Histogram
     lag: Gauge
     ack_pending: Gauge
+    heartbeats: Counter
     durable: str
     _dead_lettered: Counter
 
@@ -95,6 +96,12 @@ class WorkerMetrics:
             ["consumer"],
             registry=r,
         )
+        self._heartbeats = Counter(
+            "ionveil_messages_in_progress",
+            "In-progress heartbeats sent for messages whose handler outlasts ack_wait",
+            ["consumer"],
+            registry=r,
+        )
         self._requests = Counter(
             "ionveil_endpoint_requests",
             "Requests received by an endpoint",
@@ -123,6 +130,7 @@ class WorkerMetrics:
             batch_seconds=self._batch.labels(consumer=durable),
             lag=self._lag.labels(consumer=durable),
             ack_pending=self._ack_pending.labels(consumer=durable),
+            heartbeats=self._heartbeats.labels(consumer=durable),
             durable=durable,
             _dead_lettered=self._dead,
         )

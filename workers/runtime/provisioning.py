@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 REPLICAS_ENV = "IONVEIL_STREAM_REPLICAS"
 _DEFAULT_MAX_ACK_PENDING = 1000
+_HANDLER_TIMEOUT_SHARE = 0.9  # of ack_wait: answer before JetStream redelivers on its own
 
 
 def _replicas_override() -> int | None:
@@ -134,6 +135,20 @@ class ConsumerSettings:
     max_ack_pending: int
     start_seq: int | None = None
     inactive_threshold_s: float | None = None
+    handler_timeout_s: float | None = None
+    """``None``: 0.9 x ``ack_wait_s``. Longer than ``ack_wait_s``: heartbeats keep the batch."""
+
+    @property
+    def effective_handler_timeout_s(self) -> float:
+        """How long one batch may run before it counts as failed."""
+        return self.handler_timeout_s or self.ack_wait_s * _HANDLER_TIMEOUT_SHARE
+
+    @property
+    def heartbeat_s(self) -> float | None:
+        """The in-progress interval while a batch runs, or ``None`` when none is needed."""
+        if self.effective_handler_timeout_s <= self.ack_wait_s * _HANDLER_TIMEOUT_SHARE:
+            return None
+        return self.ack_wait_s / 3.0
 
     def nak_delay_s(self, num_delivered: int) -> float:
         """The back-off before the next attempt after delivery ``num_delivered`` failed."""
@@ -161,6 +176,7 @@ def consumer_settings(spec: ConsumerSpec, catalogue: Catalogue) -> ConsumerSetti
             max_ack_pending=max(_DEFAULT_MAX_ACK_PENDING, spec.batch * 4),
             start_seq=spec.start_seq,
             inactive_threshold_s=spec.inactive_threshold_s,
+            handler_timeout_s=spec.handler_timeout_s,
         )
     if entry.stream != spec.stream or entry.filter_subject != spec.filter_subject:
         raise ConfigurationError(
@@ -180,6 +196,7 @@ def consumer_settings(spec: ConsumerSpec, catalogue: Catalogue) -> ConsumerSetti
         # when that replica is gone for good.
         start_seq=spec.start_seq if entry.per_replica else None,
         inactive_threshold_s=spec.inactive_threshold_s if entry.per_replica else None,
+        handler_timeout_s=entry.handler_timeout_s,
     )
 
 
