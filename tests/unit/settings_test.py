@@ -32,7 +32,7 @@ def test_defaults_mean_embedded_servers() -> None:
 def test_valid_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every variable is read from IONVEIL_<FIELD>; dsn() picks a database's DSN."""
     creds = tmp_path / "svc.creds"
-    creds.write_text("creds")
+    creds.write_text("-----BEGIN NATS USER JWT-----\nj\n-----BEGIN USER NKEY SEED-----\ns\n")
     env = {
         "IONVEIL_NATS_URL": "nats://a:4222,tls://b:4222",
         "IONVEIL_CORE_DSN": "postgresql://u@h/core",
