@@ -20,7 +20,8 @@ up: $(STAMP)
 test: $(STAMP)
 	$(PY) tests/run_all.py
 
-# Kills and restarts real servers and workers (about 11 minutes); CI runs it after `make test`.
+# Only the fault suite (kills and restarts real servers and workers, about 6 minutes; `make test`
+# runs it too).
 test-faults: $(STAMP)
 	$(PY) tests/run_all.py -m faults
 

@@ -12,10 +12,10 @@ import math
 from collections.abc import Sequence
 
 from services.dashboard._buckets import Accumulator
-from services.dashboard._sketch import merged_quantiles
+from services.dashboard._sketch import merged_quantiles, series_quantiles
 from services.dashboard.models import METRICS, AggregationType
 
-__all__ = ["QUANTILES", "check_metric", "reduce_accumulators"]
+__all__ = ["QUANTILES", "check_metric", "reduce_accumulators", "reduce_series"]
 
 QUANTILES = {
     AggregationType.PERCENTILE_50: 0.50,
@@ -79,3 +79,25 @@ def reduce_accumulators(
     lo = min(a.rt_min if rt else a.d_min for a in accs)
     hi = max(a.rt_max if rt else a.d_max for a in accs)
     return min(max(value, lo), hi), n
+
+
+def reduce_series(
+    series: Sequence[Sequence[Accumulator]], metric: str, aggregation: AggregationType
+) -> list[tuple[float, int]]:
+    """``reduce_accumulators`` of every entry of a series (each must hold samples).
+
+    Percentiles of response time and distance are computed for the whole series at once
+    (``series_quantiles``); everything else is cheap per entry.
+    """
+    q = QUANTILES.get(aggregation)
+    if q is None or metric not in ("response_time", "distance_km") or len(series) < 2:
+        return [reduce_accumulators(accs, metric, aggregation) for accs in series]
+    rt = metric == "response_time"
+    values = series_quantiles([[a.rt if rt else a.dist for a in accs] for accs in series], q)
+    out = []
+    for accs, value in zip(series, values, strict=True):
+        # The sketch's representative can sit just outside the exact range; clamp to it.
+        lo = min(a.rt_min if rt else a.d_min for a in accs)
+        hi = max(a.rt_max if rt else a.d_max for a in accs)
+        out.append((min(max(value, lo), hi), sum(a.count for a in accs)))
+    return out

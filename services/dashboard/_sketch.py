@@ -17,13 +17,20 @@ time buckets and replicas combine.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RELATIVE_ACCURACY", "LogSketch", "bin_index", "bin_value", "rebin"]
+__all__ = [
+    "RELATIVE_ACCURACY",
+    "LogSketch",
+    "bin_index",
+    "bin_value",
+    "rebin",
+    "series_quantiles",
+]
 
 RELATIVE_ACCURACY = 0.008
 """0.8 %: inside the 1 % the dashboard promises, with 38 % fewer bins than 0.5 % (every bin is a
@@ -205,6 +212,72 @@ def merged_quantiles(sketches: Iterable[LogSketch], qs: list[float]) -> list[flo
         v_lo, v_hi = bin_value(int(k[i_lo])), bin_value(int(k[i_hi]))
         out.append(v_lo + (v_hi - v_lo) * (rank - lo))
     return out
+
+
+_DENSE_MAX_CELLS = 4_000_000
+"""Above this many (series entry x bin) cells ``series_quantiles`` goes entry by entry."""
+
+
+def series_quantiles(series: Sequence[Sequence[LogSketch]], q: float) -> list[float]:
+    """The ``q``-quantile of the union of each entry's sketches, for a whole series at once.
+
+    Same result as ``merged_quantiles(entry, [q])[0]`` per entry, without numpy's fixed costs
+    per entry: a filtered 24-hour query of 288 five-minute buckets x 12 combinations was
+    288 sorts of a few hundred bins. Every entry's bins are counted into one dense
+    (entry x bin) table with a single ``bincount`` (bins of real data span a few hundred
+    indexes), and the ranks are found row-wise on its cumulative sums.
+
+    Raises:
+        ValueError: an entry without samples, or ``q`` outside [0, 1].
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be within [0, 1], got {q!r}")
+    key_parts: list[np.ndarray] = []
+    count_parts: list[np.ndarray] = []
+    owners: list[int] = []
+    for entry, sketches in enumerate(series):
+        for sketch in sketches:
+            if sketch.count:
+                keys, counts = sketch.arrays()
+                key_parts.append(keys)
+                count_parts.append(counts)
+                owners.append(entry)
+    rows = len(series)
+    if not rows:
+        return []
+    if len(set(owners)) != rows:
+        raise ValueError("quantile of an empty sketch")
+    keys = np.concatenate(key_parts)
+    counts = np.concatenate(count_parts)
+    zero = keys == ZERO_BIN
+    nonzero = keys[~zero]
+    low = int(nonzero.min()) - 1 if len(nonzero) else 0  # the zero bin sits just below
+    keys = np.where(zero, low, keys)
+    span = int(keys.max()) - low + 1
+    if rows * span > _DENSE_MAX_CELLS:  # pragma: no cover - values over ~30 decades
+        return [merged_quantiles(sketches, [q])[0] for sketches in series]
+    lengths = np.fromiter(map(len, key_parts), dtype=np.int64, count=len(key_parts))
+    entry_of = np.repeat(np.asarray(owners, dtype=np.int64), lengths)
+    table = np.bincount(entry_of * span + (keys - low), weights=counts, minlength=rows * span)
+    cumulative = table.reshape(rows, span).cumsum(axis=1)
+    total = cumulative[:, -1]
+    rank = (total - 1.0) * q
+    lo = np.floor(rank)
+    hi = np.minimum(lo + 1.0, total - 1.0)
+    # The value at 0-based rank r is at the first bin whose cumulative count exceeds r.
+    i_lo = (cumulative <= lo[:, None]).sum(axis=1)
+    i_hi = (cumulative <= hi[:, None]).sum(axis=1)
+    v_lo = _bin_values(i_lo + low, low if len(nonzero) < len(keys) else None)
+    v_hi = _bin_values(i_hi + low, low if len(nonzero) < len(keys) else None)
+    return (v_lo + (v_hi - v_lo) * (rank - lo)).tolist()
+
+
+def _bin_values(indexes: np.ndarray, zero_at: int | None) -> np.ndarray:
+    """``bin_value`` of each index; ``zero_at`` is where the zero bin was placed, if used."""
+    values = 2.0 * np.power(GAMMA, indexes.astype(np.float64)) / (GAMMA + 1.0)
+    if zero_at is not None:
+        values[indexes == zero_at] = 0.0
+    return values
 
 
 def _small_quantiles(tables: list[dict[int, int]], qs: list[float]) -> list[float]:

@@ -35,8 +35,8 @@ import structlog
 
 from ionveil.errors import ValidationError
 from services.dashboard import _validate as v
-from services.dashboard._buckets import ALL, FoldColumns, OrgStore
-from services.dashboard._reduce import check_metric, reduce_accumulators
+from services.dashboard._buckets import ALL, Accumulator, FoldColumns, OrgStore
+from services.dashboard._reduce import check_metric, reduce_accumulators, reduce_series
 from services.dashboard._reservoir import Reservoir
 from services.dashboard._updates import UpdateHub, UpdateListener
 from services.dashboard._wire import WireEvent, as_record
@@ -545,16 +545,20 @@ class DispatchAggregator:
         w = window.seconds
         buckets = state.store.windows[w]
         first = math.floor(lo / w) * w
-        out = []
+        starts: list[int] = []
+        series: list[list[Accumulator]] = []
         for start in sorted(b for b in buckets if first <= b < hi):
             bucket = buckets[start]
             accs = [bucket[c] for c in cids if c in bucket]
             if accs:
-                value, n = reduce_accumulators(accs, metric, aggregation)
-                out.append(
-                    AggregatedMetric(metric, value, _dt(start), _dt(start + w), dict(dims), n)
-                )
-        return out
+                starts.append(start)
+                series.append(accs)
+        return [
+            AggregatedMetric(metric, value, _dt(start), _dt(start + w), dict(dims), n)
+            for start, (value, n) in zip(
+                starts, reduce_series(series, metric, aggregation), strict=True
+            )
+        ]
 
     @staticmethod
     def matching_combos(state: OrgState, dims: Mapping[str, str]) -> list[int]:

@@ -27,6 +27,7 @@ from services.dashboard._sketch import (
     bin_index,
     merged_quantiles,
     rebin,
+    series_quantiles,
 )
 from services.dashboard._validate import stable_hashes
 from services.dashboard._wire import WireEvent, dispatch_decoder
@@ -341,3 +342,45 @@ def test_numpy_and_python_quantile_merges_agree(parts: int) -> None:
     assert fast[-1] == max(values)
     with pytest.raises(ValueError, match="empty"):
         merged_quantiles([LogSketch()], [0.5])
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.lists(st.one_of(st.just(0.0), st.floats(1e-3, 1e4, allow_nan=False)), max_size=30),
+            min_size=1,
+            max_size=4,
+        ).filter(lambda entry: any(entry)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from([0.0, 0.5, 0.9, 0.95, 0.99, 1.0]),
+)
+@settings(max_examples=150, deadline=None)
+def test_series_quantiles_equal_the_per_entry_merge(
+    series: list[list[list[float]]], q: float
+) -> None:
+    """A whole series' quantiles at once (one dense table) equal each entry's own merge."""
+    sketches = []
+    for entry in series:
+        row = []
+        for values in entry:
+            sketch = LogSketch()
+            for value in values:
+                sketch.add(value)
+            row.append(sketch)
+        sketches.append(row)
+    got = series_quantiles(sketches, q)
+    want = [merged_quantiles(row, [q])[0] for row in sketches]
+    assert got == pytest.approx(want, rel=1e-12, abs=0.0)
+
+
+def test_series_quantiles_refuse_bad_input() -> None:
+    """An entry without samples and a quantile outside [0, 1] are errors; no entries, none."""
+    full = LogSketch()
+    full.add(2.0)
+    assert series_quantiles([], 0.5) == []
+    with pytest.raises(ValueError, match="empty"):
+        series_quantiles([[full], [LogSketch()]], 0.5)
+    with pytest.raises(ValueError, match="within"):
+        series_quantiles([[full]], 1.5)
