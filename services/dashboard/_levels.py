@@ -55,17 +55,21 @@ class _Pairs:
         return _Pairs.count(parent[self.groups], self.bins, self.counts)
 
     def add_to(self, sketches: list[LogSketch]) -> None:
-        """Add each group's bin counts into ``sketches[group].bins``.
+        """Add each group's bin counts into ``sketches[group]``.
 
         Only the bins: the caller adds each group's row count to ``LogSketch.count`` (it
-        has it per group already), so this is one dict update per pair and nothing per group.
+        has it per group already). One call per group: a small sketch takes its pairs as dict
+        updates, a large (dense) one as a single numpy addition.
         """
-        tables = [s.bins for s in sketches]
-        for g, k, n in zip(
-            self.groups.tolist(), self.bins.tolist(), self.counts.tolist(), strict=True
-        ):
-            table = tables[g]
-            table[k] = table.get(k, 0) + n
+        groups = self.groups
+        if not len(groups):
+            return
+        edges = [0, *(np.flatnonzero(groups[1:] != groups[:-1]) + 1).tolist(), len(groups)]
+        owners = groups[edges[:-1]].tolist()
+        bins, counts = self.bins, self.counts
+        bin_list, count_list = bins.tolist(), counts.tolist()
+        for owner, start, end in zip(owners, edges, edges[1:], strict=False):
+            sketches[owner].add_pairs(bins, counts, bin_list, count_list, start, end)
 
 
 class Level:

@@ -40,6 +40,10 @@ INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
 _CACHED_MIN_BINS = 32
 _PYTHON_MAX_BINS = 256
 """Sketches this large keep a numpy copy of their bins for queries (``LogSketch.arrays``)."""
+DENSE_AFTER_BINS = 64
+"""A sketch with more bins than this keeps them in a dense array (see ``LogSketch``)."""
+_DENSE_MARGIN = 16
+"""Spare bins on each side of a dense array, so nearby new values rarely make it grow."""
 ZERO_BIN = -(1 << 30)
 """Key of the exact-zero bin (far below any real bin index, so it sorts first)."""
 
@@ -79,22 +83,53 @@ def rebin(bins: dict[int, int], accuracy: float) -> dict[int, int]:
 class LogSketch:
     """Counts per logarithmic bin; mergeable, serialisable, bounded by the value range.
 
-    ``count`` is the sum of ``bins`` and every writer of ``bins`` raises it (counts only grow),
-    which is what lets ``arrays()`` cache its numpy copy until the next write.
+    Two layouts: a dict of bin -> count while the sketch is small (most one-minute buckets of
+    one dimension combination hold a handful of values), and a dense numpy array over the
+    bins' range once it has more than ``DENSE_AFTER_BINS`` bins (coarse buckets and busy
+    minutes). A fold then adds a whole group of (bin, count) pairs with one numpy operation
+    instead of one dict update per pair, and a large sketch takes less memory than a dict.
+
+    ``count`` is the total of all bins; every writer raises it (counts only grow), which is
+    what lets ``arrays()`` cache its numpy copy until the next write. The fold adds bins with
+    ``add_pairs`` and raises ``count`` itself (it has the group totals already).
     """
 
-    __slots__ = ("_arrays", "bins", "count")
+    __slots__ = ("_arrays", "_dense", "_lo", "_table", "_zero", "count")
 
     def __init__(self, bins: dict[int, int] | None = None) -> None:
-        self.bins: dict[int, int] = bins if bins is not None else {}
-        self.count = sum(self.bins.values()) if bins else 0
+        self._table: dict[int, int] = bins if bins is not None else {}
+        self._dense: np.ndarray | None = None
+        self._lo = 0
+        self._zero = 0  # the zero bin's count once dense (ZERO_BIN is far outside any range)
+        self.count = sum(self._table.values()) if bins else 0
         self._arrays: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        if len(self._table) > DENSE_AFTER_BINS:
+            self._densify()
+
+    @property
+    def bins(self) -> dict[int, int]:
+        """Bin index -> count. The live table while small; a copy once dense (read only)."""
+        if self._dense is None:
+            return self._table
+        keys, counts = self.arrays()
+        return dict(zip(keys.tolist(), counts.tolist(), strict=True))
+
+    @property
+    def is_dense(self) -> bool:
+        """Whether the bins are held as a dense array (a large sketch)."""
+        return self._dense is not None
+
+    def __len__(self) -> int:
+        """The number of non-empty bins."""
+        if self._dense is None:
+            return len(self._table)
+        return len(self.arrays()[0])
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``(bin indexes, counts)`` as int64 arrays, cached while ``count`` is unchanged.
 
         Queries merge thousands of (mostly closed, unchanging) bucket sketches; reading each
-        dict into arrays once instead of per query keeps a filtered 24-hour percentile query
+        one into arrays once instead of per query keeps a filtered 24-hour percentile query
         (288 buckets x 15 combinations) within a few milliseconds of numpy work.
         """
         cached = self._cached()
@@ -112,36 +147,116 @@ class LogSketch:
     def _cached(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         cached = self._arrays
         if cached is None or cached[0] != self.count:
-            size = len(self.bins)
-            keys = np.fromiter(self.bins, dtype=np.int64, count=size)
-            counts = np.fromiter(self.bins.values(), dtype=np.int64, count=size)
-            order = np.argsort(keys)
-            keys, counts = keys[order], counts[order]
+            if self._dense is None:
+                size = len(self._table)
+                keys = np.fromiter(self._table, dtype=np.int64, count=size)
+                counts = np.fromiter(self._table.values(), dtype=np.int64, count=size)
+                order = np.argsort(keys)
+                keys, counts = keys[order], counts[order]
+            else:
+                filled = np.flatnonzero(self._dense)
+                keys, counts = filled + self._lo, self._dense[filled]
+                if self._zero:
+                    keys = np.concatenate(([ZERO_BIN], keys))
+                    counts = np.concatenate(([self._zero], counts))
             cached = self._arrays = (self.count, keys, counts, np.cumsum(counts))
         return cached
 
     def add(self, value: float, n: int = 1) -> None:
         """Add ``n`` occurrences of a non-negative finite value."""
         k = bin_index(value)
-        self.bins[k] = self.bins.get(k, 0) + n
+        if self._dense is None:
+            self._table[k] = self._table.get(k, 0) + n
+            if len(self._table) > DENSE_AFTER_BINS:
+                self._densify()
+        else:
+            self._add_dense(np.array([k], dtype=np.int64), np.array([n], dtype=np.int64))
         self.count += n
+
+    def add_pairs(
+        self,
+        keys: np.ndarray,
+        counts: np.ndarray,
+        key_list: list[int],
+        count_list: list[int],
+        start: int,
+        end: int,
+    ) -> None:
+        """Add the pairs ``[start, end)`` (distinct bins, ascending) without touching ``count``.
+
+        The fold passes its whole pair columns both as arrays and as lists, so a small sketch
+        takes its few pairs from the lists and a large one from the arrays, neither copied.
+        """
+        table = self._table
+        if self._dense is None and len(table) + end - start <= DENSE_AFTER_BINS:
+            get = table.get
+            for k, n in zip(key_list[start:end], count_list[start:end], strict=True):
+                table[k] = get(k, 0) + n
+            return
+        if self._dense is None:
+            self._densify()
+        self._add_dense(keys[start:end], counts[start:end])
+
+    def _densify(self) -> None:
+        table = self._table
+        self._zero = table.pop(ZERO_BIN, 0)
+        if table:
+            keys = np.fromiter(table, dtype=np.int64, count=len(table))
+            counts = np.fromiter(table.values(), dtype=np.int64, count=len(table))
+            self._lo = int(keys.min()) - _DENSE_MARGIN
+            self._dense = np.zeros(int(keys.max()) - self._lo + 1 + _DENSE_MARGIN, np.int64)
+            self._dense[keys - self._lo] = counts
+        else:
+            self._dense = np.zeros(0, dtype=np.int64)
+        self._table = {}
+
+    def _add_dense(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Add distinct ascending bins into the dense array, growing its range if needed."""
+        if len(keys) and keys[0] == ZERO_BIN:
+            self._zero += int(counts[0])
+            keys, counts = keys[1:], counts[1:]
+        if not len(keys):
+            return
+        dense = self._dense
+        assert dense is not None
+        lo, first, last = self._lo, int(keys[0]), int(keys[-1])
+        if first < lo or last >= lo + len(dense):
+            new_lo = min(lo, first - _DENSE_MARGIN) if len(dense) else first - _DENSE_MARGIN
+            new_hi = max(lo + len(dense), last + 1 + _DENSE_MARGIN)
+            grown = np.zeros(new_hi - new_lo, dtype=np.int64)
+            grown[lo - new_lo : lo - new_lo + len(dense)] = dense
+            self._dense, self._lo, dense, lo = grown, new_lo, grown, new_lo
+        dense[keys - lo] += counts
 
     def merge(self, other: LogSketch) -> None:
         """Add every count of ``other`` into this sketch."""
         if not other.count:
             return
-        bins = self.bins
-        if not bins:
-            bins.update(other.bins)
+        if self._dense is None and other._dense is None:
+            bins = self._table
+            if not bins:
+                bins.update(other._table)
+            else:
+                get = bins.get
+                for k, n in other._table.items():
+                    bins[k] = get(k, 0) + n
+            if len(bins) > DENSE_AFTER_BINS:
+                self._densify()
         else:
-            get = bins.get
-            for k, n in other.bins.items():
-                bins[k] = get(k, 0) + n
+            if self._dense is None:
+                self._densify()
+            keys, counts = other.arrays()
+            self._add_dense(keys, counts)
         self.count += other.count
 
     def copy(self) -> LogSketch:
         """An independent copy."""
-        return LogSketch(dict(self.bins))
+        if self._dense is None:
+            return LogSketch(dict(self._table))
+        twin = LogSketch()
+        twin._dense, twin._lo, twin._zero = self._dense.copy(), self._lo, self._zero
+        twin.count = self.count
+        return twin
 
     def quantile(self, q: float) -> float:
         """The ``q``-quantile (0..1), interpolated between the two closest ranks.
@@ -153,7 +268,8 @@ class LogSketch:
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-friendly form: ``{"k": [indexes], "n": [counts]}``."""
-        return {"k": list(self.bins), "n": list(self.bins.values())}
+        bins = self.bins
+        return {"k": list(bins), "n": list(bins.values())}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> LogSketch:
@@ -178,7 +294,7 @@ def merged_quantiles(sketches: Iterable[LogSketch], qs: list[float]) -> list[flo
     large: list[LogSketch] = []
     small: list[dict[int, int]] = []  # read together: one pass, no per-sketch array overhead
     for s in sketches:
-        if len(s.bins) >= _CACHED_MIN_BINS:
+        if s.is_dense or len(s.bins) >= _CACHED_MIN_BINS:
             large.append(s)
         elif s.count:
             small.append(s.bins)

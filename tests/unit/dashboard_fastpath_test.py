@@ -22,6 +22,7 @@ from services.dashboard._buckets import ALL, WINDOWS_S, Accumulator, FoldColumns
 from services.dashboard._fasttime import parse_utc_column
 from services.dashboard._reservoir import Reservoir
 from services.dashboard._sketch import (
+    DENSE_AFTER_BINS,
     LogSketch,
     _small_quantiles,
     bin_index,
@@ -384,3 +385,63 @@ def test_series_quantiles_refuse_bad_input() -> None:
         series_quantiles([[full], [LogSketch()]], 0.5)
     with pytest.raises(ValueError, match="within"):
         series_quantiles([[full]], 1.5)
+
+
+def _sketch_of(values: list[float]) -> LogSketch:
+    sketch = LogSketch()
+    for value in values:
+        sketch.add(value)
+    return sketch
+
+
+def test_large_sketches_turn_dense_and_keep_every_count() -> None:
+    """Past ``DENSE_AFTER_BINS`` bins a sketch holds a dense array: same bins, counts and
+    quantiles as a dict would give, whether it grew by ``add``, ``merge``, ``add_pairs`` or
+    from a wire table, with the zero bin and values far outside the first range."""
+    rng = random.Random(11)
+    values = [0.0, 0.0] + [rng.lognormvariate(1.5, 1.2) for _ in range(3000)]
+    reference: dict[int, int] = {}
+    for value in values:
+        reference[bin_index(value)] = reference.get(bin_index(value), 0) + 1
+    assert len(reference) > DENSE_AFTER_BINS
+
+    grown = _sketch_of(values)
+    assert grown.is_dense and grown.bins == reference and len(grown) == len(reference)
+    grown.add(1e6)  # beyond the dense range: it grows upwards
+    grown.add(1e-6)  # and downwards
+    assert grown.bins[bin_index(1e6)] == 1 and grown.bins[bin_index(1e-6)] == 1
+    assert grown.count == len(values) + 2
+
+    wire = LogSketch.from_wire(_sketch_of(values).to_wire())
+    assert wire.is_dense and wire.bins == reference and wire.count == len(values)
+
+    small, large = _sketch_of(values[:10]), _sketch_of(values[10:])
+    assert not small.is_dense
+    small.merge(large)  # a small sketch absorbing a large one turns dense
+    assert small.is_dense and small.bins == reference
+    other = _sketch_of(values[:10])
+    large.merge(other)  # and a large one absorbs a small one
+    assert large.bins == reference
+
+    twin = large.copy()
+    twin.add(3.0)
+    assert twin.count == large.count + 1 and large.bins == reference
+
+    half = _sketch_of(values[: len(values) // 2])
+    rest = _sketch_of(values[len(values) // 2 :])
+    keys, counts = rest.arrays()
+    half.add_pairs(keys, counts, keys.tolist(), counts.tolist(), 0, len(keys))
+    half.count += rest.count
+    assert half.bins == reference
+    assert merged_quantiles([half], [0.5, 0.99]) == _small_quantiles([reference], [0.5, 0.99])
+
+
+def test_an_empty_sketch_can_turn_dense() -> None:
+    """A sketch handed many pairs at once goes dense from empty (zero bin included)."""
+    sketch = LogSketch()
+    keys = np.array([-(1 << 30), *range(100)], dtype=np.int64)
+    counts = np.ones(len(keys), dtype=np.int64)
+    sketch.add_pairs(keys, counts, keys.tolist(), counts.tolist(), 0, len(keys))
+    sketch.count += len(keys)
+    assert sketch.is_dense and sketch.bins == dict.fromkeys(keys.tolist(), 1)
+    assert sketch.quantile(0.0) == 0.0
