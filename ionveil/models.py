@@ -51,8 +51,10 @@ SLA_BY_SEVERITY: dict[int, int] = {5: 8, 4: 15, 3: 30, 2: 60, 1: 120}
 
 def is_valid_severity(value: object) -> bool:
     """True when ``value`` is an int (not a bool) on the 1..5 scale."""
-    return isinstance(value, int) and not isinstance(value, bool) and (
-        MIN_SEVERITY <= value <= MAX_SEVERITY
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (MIN_SEVERITY <= value <= MAX_SEVERITY)
     )
 
 

@@ -1,9 +1,10 @@
 """Outbox and notification claims of ``InMemoryAlertStore`` (one process, monotonic time).
 
 The same rules as PostgreSQL: an outbox entry leaves only after ``publish`` returned, entries
-being drained are skipped by a concurrent drain (``SKIP LOCKED``), a claim is taken once and
-re-taken only when its lease expired without an outcome or its retry time has come, and an
-outcome is recorded only by the holder of the current claim token.
+being drained are skipped by a concurrent drain (``SKIP LOCKED``), an intent written with its
+alert change (``claimed_by`` None) is taken by one claim, or by a reclaim once its grace is
+over; a claim is re-taken only when its lease expired without an outcome or its retry time has
+come, and an outcome is recorded only by the holder of the current claim token.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Any
 
 from services.alerts._serde import alert_to_dict
 from services.alerts.models import Alert
-from services.alerts.store import Change, NotificationClaim, OutboxEntry, OutboxPublish
+from services.alerts.store import (
+    INTENT_GRACE_S,
+    Change,
+    NotificationClaim,
+    Notify,
+    OutboxEntry,
+    OutboxPublish,
+)
 
 __all__ = ["MemDeliveryMixin"]
 
@@ -31,9 +39,15 @@ class MemDeliveryMixin:
         self._draining: set[tuple[str, int]] = set()
         self._claims: dict[_ClaimKey, dict[str, Any]] = {}
 
-    def _queue(self, alert: Alert) -> None:
+    def _queue(self, alert: Alert, notify: Notify | None) -> None:
+        """Queue a stored change for publication and write its notification intents."""
         if self._outbox_on:
             self._outbox[(alert.alert_id, alert.seq)] = (time.monotonic(), alert_to_dict(alert))
+        if notify is None:
+            return
+        kind, channels = notify
+        for channel in channels:
+            self._claims.setdefault((alert.alert_id, alert.seq, channel), _row(alert, kind))
 
     # ------------------------------------------------------------ outbox
     async def drain_outbox(
@@ -75,26 +89,20 @@ class MemDeliveryMixin:
         self, alert: Alert, channel: str, kind: str, claimant: str
     ) -> NotificationClaim | None:
         """See ``AlertStore.claim_notification``."""
-        key = (alert.alert_id, alert.seq, channel)
-        if key in self._claims:
+        row = self._claims.setdefault((alert.alert_id, alert.seq, channel), _row(alert, kind))
+        if row["claimed_by"] is not None:
             return None
         token = uuid.uuid4().hex
-        self._claims[key] = {
-            "alert": copy.deepcopy(alert),
-            "kind": kind,
-            "claimed_at": time.monotonic(),
-            "claimed_by": claimant,
-            "token": token,
-            "ok": None,
-            "attempts": 0,
-            "error": None,
-            "rounds": 0,
-            "retry_at": None,
-        }
+        row.update(claimed_at=time.monotonic(), claimed_by=claimant, token=token)
         return NotificationClaim(alert, channel, kind, token, 0)
 
     async def reclaim_notifications(
-        self, claimant: str, *, lease_s: float, limit: int = 100
+        self,
+        claimant: str,
+        *,
+        lease_s: float,
+        intent_grace_s: float = INTENT_GRACE_S,
+        limit: int = 100,
     ) -> list[NotificationClaim]:
         """See ``AlertStore.reclaim_notifications``."""
         now = time.monotonic()
@@ -102,9 +110,14 @@ class MemDeliveryMixin:
         for (_, _, channel), row in self._claims.items():
             if len(taken) >= limit:
                 break
-            vanished = row["ok"] is None and row["claimed_at"] <= now - lease_s
-            due = row["ok"] is False and row["retry_at"] is not None and row["retry_at"] <= now
-            if not (vanished or due):
+            if row["claimed_by"] is None:
+                due = row["claimed_at"] <= now - intent_grace_s
+            else:
+                vanished = row["ok"] is None and row["claimed_at"] <= now - lease_s
+                due = vanished or (
+                    row["ok"] is False and row["retry_at"] is not None and row["retry_at"] <= now
+                )
+            if not due:
                 continue
             token = uuid.uuid4().hex
             row.update(ok=None, claimed_at=now, claimed_by=claimant, token=token, retry_at=None)
@@ -137,5 +150,22 @@ class MemDeliveryMixin:
         return True
 
     def deliveries(self) -> dict[_ClaimKey, dict[str, Any]]:
-        """Every claim and its state (``ok`` None while in flight); for tests."""
+        """Every intent and claim and its state (``claimed_by`` None: not claimed yet; ``ok``
+        None while in flight); for tests."""
         return {k: {n: v for n, v in r.items() if n != "alert"} for k, r in self._claims.items()}
+
+
+def _row(alert: Alert, kind: str) -> dict[str, Any]:
+    """A notification owed and not claimed yet (``claimed_at``: since when it is owed)."""
+    return {
+        "alert": copy.deepcopy(alert),
+        "kind": kind,
+        "claimed_at": time.monotonic(),
+        "claimed_by": None,
+        "token": None,
+        "ok": None,
+        "attempts": 0,
+        "error": None,
+        "rounds": 0,
+        "retry_at": None,
+    }

@@ -4,11 +4,16 @@
   transaction; ``drain_outbox`` locks a batch ``FOR UPDATE SKIP LOCKED`` (replicas drain
   disjoint rows), publishes each, and deletes the published ones before committing, so a row
   leaves only after JetStream acked it.
-- ``notifications_sent`` holds one row per (alert, seq, channel): the claim (``claimed_at``,
-  ``claimed_by``, ``claim_token``: the lease), the alert as it was at that change (what a
-  re-send sends), and the outcome (``ok``, ``attempts``, ``error``, ``rounds``, ``retry_at``).
-  A claim is taken over with one conditional ``UPDATE`` over rows locked ``SKIP LOCKED``, so one
-  replica re-sends it; an outcome is written only under the current ``claim_token``.
+- ``notifications_sent`` holds one row per (alert, seq, channel): the alert as it was at that
+  change (what a re-send sends), the claim (``claimed_by``, ``claim_token``, ``claimed_at``: the
+  lease) and the outcome (``ok``, ``attempts``, ``error``, ``rounds``, ``retry_at``). The row is
+  first written as an *intent* (``claimed_by`` NULL, ``claimed_at`` = when it became owed) by
+  ``write_intents``, in the transaction of the alert change; ``claim_notification`` takes it with
+  one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_by IS NULL`` (inserting the claim when
+  there was no intent), so one sender wins. Intents left unclaimed past a grace, claims without
+  an outcome past their lease and failed sends due for a retry are taken over with one
+  conditional ``UPDATE`` over rows locked ``SKIP LOCKED``, so one replica sends each; an outcome
+  is written only under the current ``claim_token``.
 """
 
 from __future__ import annotations
@@ -17,14 +22,23 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from services.alerts._serde import alert_from_dict, alert_to_dict
 from services.alerts.models import Alert
-from services.alerts.store import Change, NotificationClaim, OutboxEntry, OutboxPublish
+from services.alerts.store import (
+    INTENT_GRACE_S,
+    Change,
+    NotificationClaim,
+    Notify,
+    OutboxEntry,
+    OutboxPublish,
+)
 
 if TYPE_CHECKING:
     from services.alerts.postgres import PostgresAlertStore
 
-__all__ = ["PgDeliveryMixin"]
+__all__ = ["PgDeliveryMixin", "write_intents"]
 
 _DRAIN = """
 SELECT alert_id, seq, payload FROM alert_outbox
@@ -32,25 +46,43 @@ WHERE created_at <= now() - make_interval(secs => $2)
 ORDER BY created_at, alert_id, seq LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
-_CLAIM = """
-INSERT INTO notifications_sent (alert_id, seq, channel, kind, alert, claimed_by, claim_token)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
-ON CONFLICT DO NOTHING RETURNING alert_id
+_OWE = """
+INSERT INTO notifications_sent (alert_id, seq, channel, kind, alert)
+SELECT $1, $2, channel, $3, $4::jsonb FROM unnest($5::text[]) AS channel
+ON CONFLICT DO NOTHING
 """
-_RECLAIM = """
+# A row written before intents existed has no ``alert`` (and no claimant): never an intent.
+_CLAIM = """
+INSERT INTO notifications_sent AS n
+    (alert_id, seq, channel, kind, alert, claimed_by, claim_token)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
+ON CONFLICT (alert_id, seq, channel) DO UPDATE
+SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by, claim_token = EXCLUDED.claim_token
+WHERE n.claimed_by IS NULL AND n.alert IS NOT NULL
+RETURNING n.alert_id
+"""
+
+
+def _due(row: str) -> str:
+    """Whether notification row ``row`` is to be taken over ($3: lease, $5: intent grace)."""
+    return f"""{row}.alert IS NOT NULL AND (
+        ({row}.claimed_by IS NULL AND {row}.claimed_at <= now() - make_interval(secs => $5))
+        OR ({row}.claimed_by IS NOT NULL AND {row}.ok IS NULL
+            AND {row}.claimed_at <= now() - make_interval(secs => $3))
+        OR ({row}.ok = false AND {row}.retry_at <= now()))"""
+
+
+_RECLAIM = f"""
 UPDATE notifications_sent n
 SET claimed_at = now(), claimed_by = $1, claim_token = $2, ok = NULL, retry_at = NULL
 FROM (
-    SELECT alert_id, seq, channel FROM notifications_sent
-    WHERE alert IS NOT NULL
-      AND ((ok IS NULL AND claimed_at <= now() - make_interval(secs => $3))
-           OR (ok = false AND retry_at <= now()))
+    SELECT alert_id, seq, channel FROM notifications_sent d
+    WHERE {_due("d")}
     ORDER BY claimed_at LIMIT $4
     FOR UPDATE SKIP LOCKED
 ) due
 WHERE n.alert_id = due.alert_id AND n.seq = due.seq AND n.channel = due.channel
-  AND ((n.ok IS NULL AND n.claimed_at <= now() - make_interval(secs => $3))
-       OR (n.ok = false AND n.retry_at <= now()))
+  AND {_due("n")}
 RETURNING n.channel, n.kind, n.alert, n.rounds
 """
 _RECORD = """
@@ -60,6 +92,19 @@ SET ok = $5::boolean, attempts = COALESCE(attempts, 0) + $6, error = $7, rounds 
                     ELSE now() + make_interval(secs => $8::float8) END
 WHERE alert_id = $1 AND seq = $2 AND channel = $3 AND claim_token = $4
 """
+
+
+async def write_intents(
+    conn: asyncpg.Connection, alert: Alert, payload: str, notify: Notify | None
+) -> None:
+    """Record, in ``conn``'s transaction, that ``alert``'s change is owed on each channel of
+    ``notify`` (``payload``: the alert as JSON)."""
+    if notify is None or not notify[1]:
+        return
+    kind, channels = notify
+    await conn.execute(
+        _OWE, alert.alert_id, alert.seq, kind, payload, list(dict.fromkeys(channels))
+    )
 
 
 class PgDeliveryMixin:
@@ -129,11 +174,18 @@ class PgDeliveryMixin:
         return None if claimed is None else NotificationClaim(alert, channel, kind, token, 0)
 
     async def reclaim_notifications(
-        self: PostgresAlertStore, claimant: str, *, lease_s: float, limit: int = 100
+        self: PostgresAlertStore,
+        claimant: str,
+        *,
+        lease_s: float,
+        intent_grace_s: float = INTENT_GRACE_S,
+        limit: int = 100,
     ) -> list[NotificationClaim]:
         """See ``AlertStore.reclaim_notifications``."""
         token = uuid.uuid4().hex
-        rows = await self._pool.fetch(_RECLAIM, claimant, token, float(lease_s), limit)
+        rows = await self._pool.fetch(
+            _RECLAIM, claimant, token, float(lease_s), limit, float(intent_grace_s)
+        )
         return [
             NotificationClaim(
                 alert_from_dict(json.loads(r["alert"])),
@@ -171,7 +223,8 @@ class PgDeliveryMixin:
         return status == "UPDATE 1"
 
     async def deliveries(self: PostgresAlertStore) -> list[dict[str, Any]]:
-        """Every claimed notification and its outcome (for tests and operators)."""
+        """Every notification owed or claimed, and its outcome (for tests and operators;
+        ``claimed_by`` None: an intent nobody claimed yet)."""
         rows = await self._pool.fetch(
             "SELECT alert_id, seq, channel, ok, attempts, error, rounds, claimed_by, retry_at "
             "FROM notifications_sent ORDER BY claimed_at"

@@ -1,7 +1,10 @@
 """The alerting service's tables in the audit database (created idempotently at start).
 
 ``notifications_sent`` gained its lease and retry columns after its first release, hence the
-``ADD COLUMN IF NOT EXISTS`` statements: an older database is upgraded in place.
+``ADD COLUMN IF NOT EXISTS`` statements: an older database is upgraded in place. A row is
+written as a notification intent (``claimed_by`` NULL, ``alert`` set, ``claimed_at`` = since when
+it is owed) in the transaction of its alert change, then claimed; rows of the first release
+(``alert`` NULL) are never taken as intents.
 """
 
 from __future__ import annotations

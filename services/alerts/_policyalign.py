@@ -144,7 +144,8 @@ class PolicyMixin:
         details: dict[str, Any],
         fence: PolicySeq | None,
     ) -> Alert | None:
-        previous = alert.severity
+        raised = _rank(severity) > _rank(alert.severity)
+        channels = self.channels_for(alert)  # by rule and org: the same for the updated alert
         title = f"Org {alert.org_id} policy is {details['policy']}"
 
         def mutate(target: Alert, now: datetime) -> None:
@@ -159,10 +160,11 @@ class PolicyMixin:
             mutate,
             note=f"policy {details['from']} -> {details['policy']}",
             policy_seq=fence,
+            notify=self.notifier.owed("severity_raised", channels) if raised else None,
         )
-        if updated is not None and _rank(severity) > _rank(previous):
+        if updated is not None and raised:
             self._fire_callback(updated)
-            self.notifier.dispatch(updated, self.channels_for(updated), "severity_raised")
+            self.notifier.dispatch(updated, channels, "severity_raised")
         return updated
 
 

@@ -2,11 +2,13 @@
 
 Every change goes: read the alert -> check the move in ``_lifecycle`` -> build the new alert
 (sequence + 1, a history entry) -> ``store.update_alert(..., expected_seq=old)`` with the audit
-record and the outbox entry in the same transaction -> publish (the outbox fast path) ->
-cool-down bookkeeping. A change caused by a policy transition carries ``policy_seq``: the store
-refuses it (``StaleTransitionError``) when that transition was already applied. A lost race
-(the sequence moved on under us) is re-read and re-checked, or, for fenced automatic steps
-such as timed escalation, simply dropped: someone else already did it.
+record, the outbox entry and the notification intents (``notify=``, decided before the call)
+in the same transaction -> publish (the outbox fast path) -> cool-down bookkeeping -> the
+caller dispatches the notifications. A change caused by a policy transition carries
+``policy_seq``: the store refuses it (``StaleTransitionError``) when that transition was
+already applied. A lost race (the sequence moved on under us) is re-read and re-checked, or,
+for fenced automatic steps such as timed escalation, simply dropped: someone else already did
+it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from services.alerts.models import (
     AlertSeverity,
     AlertStatus,
 )
-from services.alerts.store import Change, OpenKey, PolicySeq
+from services.alerts.store import Change, Notify, OpenKey, PolicySeq
 
 if TYPE_CHECKING:
     from services.alerts.monitor import SLAMonitorService
@@ -160,6 +162,7 @@ class RaiseMixin:
             Change("system", f"alert.{action}", now, after=alert_summary(alert)),
             cooldown_since=now - timedelta(minutes=window) if window > 0 else None,
             policy_seq=policy_seq,
+            notify=None if suppressed else self.notifier.owed("opened", rule.notification_channels),
         )
         if outcome == "open":
             self._open_keys.add(key)
@@ -193,12 +196,15 @@ class RaiseMixin:
         note: str | None = None,
         expected: Alert | None = None,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> Alert | None:
         """Apply ``action`` to an alert (see the module docstring).
 
         Args:
             expected: the alert as the caller read it; the change is fenced on its sequence
                 and nothing happens (None is returned) if it moved on meanwhile.
+            notify: the notifications the change owes (``Notifier.owed``), stored with it;
+                the caller dispatches them once the change is returned.
 
         Raises:
             NotFoundError: no such alert.
@@ -238,7 +244,7 @@ class RaiseMixin:
                 after=alert_summary(updated),
             )
             if await self.store.update_alert(
-                updated, change, expected_seq=current.seq, policy_seq=policy_seq
+                updated, change, expected_seq=current.seq, policy_seq=policy_seq, notify=notify
             ):
                 self._remember(updated)
                 await self._after_change(updated)

@@ -218,16 +218,21 @@ class EscalationManager:
             target.metadata[META_LEVEL_SINCE] = iso(now)
             target.escalation_history.append({**entry, "at": iso(now)})
 
-        action = "escalate" if kind == "escalate" else "update"
+        action, notice = ("escalate", "escalated") if kind == "escalate" else ("update", "repeated")
+        notifier = self._monitor.notifier
         updated = await self._monitor._transition(
-            alert.alert_id, action, actor, mutate, note=entry["reason"], expected=alert
+            alert.alert_id,
+            action,
+            actor,
+            mutate,
+            note=entry["reason"],
+            expected=alert,
+            notify=notifier.owed(notice, channels),
         )
         if updated is None:
             return None  # another replica (or a user) changed it first
         log.info("alert_escalated", alert_id=alert.alert_id, level=level, kind=kind)
-        self._monitor.notifier.dispatch(
-            updated, channels, "escalated" if kind == "escalate" else "repeated"
-        )
+        notifier.dispatch(updated, channels, notice)
         if self._callback is not None:
             try:
                 self._callback(updated, EscalationLevel(level))

@@ -1,8 +1,8 @@
 """``InMemoryAlertStore``: the ``AlertStore`` of one process (the seed's bare constructor).
 
-An ``asyncio.Lock`` makes each operation (including its audit write and its outbox entry)
-atomic, as a PostgreSQL transaction would. Outbox and notification claims live in
-``_memdelivery``.
+An ``asyncio.Lock`` makes each operation (including its audit write, its outbox entry and its
+notification intents) atomic, as a PostgreSQL transaction would. Outbox, intents and
+notification claims live in ``_memdelivery``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from services.alerts.store import (
     BreachMark,
     Change,
     InsertOutcome,
+    Notify,
     OpenKey,
     PolicySeq,
     StaleTransitionError,
@@ -86,6 +87,7 @@ class InMemoryAlertStore(MemDeliveryMixin):
         *,
         cooldown_since: datetime | None,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> InsertOutcome:
         """See ``AlertStore.insert_alert``."""
         key = (alert.org_id, alert.rule_id, alert.subject_key)
@@ -99,7 +101,7 @@ class InMemoryAlertStore(MemDeliveryMixin):
             await self._log(change, "alert", alert.alert_id, alert.org_id)
             self._alerts[alert.alert_id] = copy.deepcopy(alert)
             self._open[key] = alert.alert_id
-            self._queue(alert)
+            self._queue(alert, notify)
             return "inserted"
 
     async def update_alert(
@@ -109,6 +111,7 @@ class InMemoryAlertStore(MemDeliveryMixin):
         *,
         expected_seq: int,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> bool:
         """See ``AlertStore.update_alert``."""
         async with self._lock:
@@ -123,7 +126,7 @@ class InMemoryAlertStore(MemDeliveryMixin):
                 self._open.pop(key, None)
                 if alert.resolved_at is not None:
                     self._last_resolved[key] = alert.resolved_at
-            self._queue(alert)
+            self._queue(alert, notify)
             return True
 
     async def policy_seq(self, org_id: str) -> int | None:

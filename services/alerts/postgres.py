@@ -6,13 +6,13 @@ Races between replicas are settled by PostgreSQL, not by the replicas:
   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` decides who raises an alert;
 - ``UPDATE ... WHERE seq = $expected`` is the fencing step of every change (two replicas
   escalating the same alert: one update applies, the other sees 0 rows and does nothing);
-- ``notifications_sent`` has a primary key on (alert_id, seq, channel), claimed with
-  ``ON CONFLICT DO NOTHING`` (and a lease) before a notification is sent (``_pgdelivery``);
+- ``notifications_sent`` has a primary key on (alert_id, seq, channel): the intent written with
+  the change, then claimed (with a lease) by one replica before it is sent (``_pgdelivery``);
 - ``alert_policy_seq`` refuses a policy transition already applied (``_pgoutcomes``).
 
 Each alert change, its ``AuditLogger`` record, its ``alert_outbox`` row (what the worker
-publishes) and, for a policy transition, the org's applied sequence are written in one
-transaction. Tables: ``_pgschema``.
+publishes), its notification intents and, for a policy transition, the org's applied sequence
+are written in one transaction. Tables: ``_pgschema``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from services.alerts._pgdelivery import PgDeliveryMixin
+from services.alerts._pgdelivery import PgDeliveryMixin, write_intents
 from services.alerts._pgoutcomes import PgOutcomesMixin, policy_fence
 from services.alerts._pgschema import SCHEMA
 from services.alerts._serde import (
@@ -36,7 +36,7 @@ from services.alerts._serde import (
 )
 from services.alerts._tracker import IncidentKey, TrackedIncident
 from services.alerts.models import Alert, AlertRule, EscalationPolicy
-from services.alerts.store import Change, InsertOutcome, OpenKey, PolicySeq
+from services.alerts.store import Change, InsertOutcome, Notify, OpenKey, PolicySeq
 from services.audit import AuditLogger
 
 __all__ = ["PostgresAlertStore"]
@@ -129,6 +129,7 @@ class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
         *,
         cooldown_since: datetime | None,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> InsertOutcome:
         """See ``AlertStore.insert_alert``."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -137,6 +138,7 @@ class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
             inserted = await conn.fetchval(_INSERT_ALERT, *args, cooldown_since)
             if inserted is not None:
                 await conn.execute(_QUEUE, alert.alert_id, alert.seq, args[-1])
+                await write_intents(conn, alert, args[-1], notify)
                 await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
                 return "inserted"
             is_open = await conn.fetchval(
@@ -151,6 +153,7 @@ class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
         *,
         expected_seq: int,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> bool:
         """See ``AlertStore.update_alert``."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -162,6 +165,7 @@ class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
                 return False
             await policy_fence(conn, policy_seq)
             await conn.execute(_QUEUE, alert.alert_id, alert.seq, args[-1])
+            await write_intents(conn, alert, args[-1], notify)
             await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
             return True
 

@@ -10,29 +10,40 @@ change sequence is still the one the caller read (the fencing step that makes an
 happen once), and both refuse a policy transition whose sequence was already applied
 (``StaleTransitionError``).
 
+A change that must be notified is stored with ``notify=(kind, channels)``: the rows "this change
+is owed on this channel" (notification intents, one per channel) are written in the same
+transaction too, so a notification owed can no more be lost than the change itself. The
+``Notifier`` claims them (``claim_notification``) right after the commit; ``reclaim_notifications``
+hands over those nobody claimed (the process died, or the database went away in between).
+
 Implementations: ``PostgresAlertStore`` (``services.alerts.postgres``) and
 ``InMemoryAlertStore`` (``services.alerts.memstore``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from ionveil.errors import ConflictError
+import asyncpg
+
+from ionveil.errors import ConflictError, TransientError
 from services.alerts._tracker import IncidentKey, TrackedIncident
 from services.alerts.models import Alert, AlertRule, EscalationPolicy
 from services.alerts.rules import OutcomeView
 from services.audit import AuditLogger
 
 __all__ = [
+    "INTENT_GRACE_S",
+    "STORE_ERRORS",
     "AlertStore",
     "BreachMark",
     "Change",
     "InsertOutcome",
     "NotificationClaim",
+    "Notify",
     "OpenKey",
     "OutboxEntry",
     "PolicySeq",
@@ -43,6 +54,19 @@ InsertOutcome = Literal["inserted", "open", "cooling"]
 OpenKey = tuple[str, str, str]  # (org_id, rule_id, subject_key)
 PolicySeq = tuple[str, int]  # (org_id, policy transition sequence)
 BreachMark = tuple[IncidentKey, str | None, float]  # (incident key, region, epoch seconds)
+Notify = tuple[str, Sequence[str]]  # (kind of change, channels it is owed on)
+
+INTENT_GRACE_S = 5.0
+"""Age after which ``reclaim_notifications`` takes an unclaimed intent (the notifier that wrote
+it claims it at once; a sweep stealing it earlier would be harmless but needless)."""
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,  # TimeoutError and refused connections included
+    TransientError,
+)
+"""What a store raises while its database is unreachable (worth retrying later)."""
 
 
 class StaleTransitionError(ConflictError):
@@ -102,9 +126,11 @@ class AlertStore(Protocol):
         *,
         cooldown_since: datetime | None,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> InsertOutcome:
-        """Store a new alert (and its outbox entry) unless one is open for its key or one was
-        resolved after ``cooldown_since`` (then ``"open"`` / ``"cooling"``, no alert written).
+        """Store a new alert (its outbox entry and, with ``notify``, its notification intents)
+        unless one is open for its key or one was resolved after ``cooldown_since`` (then
+        ``"open"`` / ``"cooling"``, nothing written).
 
         Raises:
             StaleTransitionError: ``policy_seq`` is not newer than the org's last applied
@@ -119,9 +145,11 @@ class AlertStore(Protocol):
         *,
         expected_seq: int,
         policy_seq: PolicySeq | None = None,
+        notify: Notify | None = None,
     ) -> bool:
-        """Replace the stored alert (and queue its publication) if its sequence is still
-        ``expected_seq``; False if not.
+        """Replace the stored alert (queue its publication and, with ``notify``, write its
+        notification intents) if its sequence is still ``expected_seq``; False if not (nothing
+        written).
 
         Raises:
             StaleTransitionError: as ``insert_alert``.
@@ -251,15 +279,22 @@ class AlertStore(Protocol):
     async def claim_notification(
         self, alert: Alert, channel: str, kind: str, claimant: str
     ) -> NotificationClaim | None:
-        """Claim (with a lease) the right to send ``alert``'s current change on ``channel``;
-        None when someone already has."""
+        """Claim (with a lease) the right to send ``alert``'s current change on ``channel``:
+        take its unclaimed intent (or write the claim when no intent was written); None when
+        someone already holds it."""
         ...
 
     async def reclaim_notifications(
-        self, claimant: str, *, lease_s: float, limit: int = 100
+        self,
+        claimant: str,
+        *,
+        lease_s: float,
+        intent_grace_s: float = INTENT_GRACE_S,
+        limit: int = 100,
     ) -> list[NotificationClaim]:
-        """Take over claims whose sender vanished (no outcome ``lease_s`` after the claim) and
-        failed sends whose retry time has come; each is taken by one replica only."""
+        """Take over intents nobody claimed ``intent_grace_s`` after they were written, claims
+        whose sender vanished (no outcome ``lease_s`` after the claim) and failed sends whose
+        retry time has come; each is taken by one replica only."""
         ...
 
     async def record_delivery(

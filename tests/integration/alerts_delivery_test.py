@@ -7,6 +7,10 @@
 - A notification claimed by a replica that died before sending is re-sent once, by one of the
   live replicas, to a real local webhook receiver, with the same Idempotency-Key; failed sends
   are retried with back-off up to a limit, every round audited.
+- A notification is owed from the transaction that stores its alert change (an intent row):
+  a claim failing because the database went away is retried until it answers, and an intent
+  left unclaimed by a notifier that died is sent once by another replica's sweep; a change
+  that is not stored (open or cooling key, stale transition, failed audit) owes nothing.
 - A policy transition delivered twice (to two replicas at once, or after a restart) changes the
   org's alert once.
 - Two replicas sharing the incident events make the same ``pattern``/``threshold`` decisions
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,15 +32,22 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
+from ionveil.errors import ValidationError
 from services.alerts import (
     AlertRule,
     AlertSeverity,
+    AlertStatus,
+    AlertStore,
+    Change,
+    InMemoryAlertStore,
     PostgresAlertStore,
     SLAMonitorService,
+    StaleTransitionError,
 )
 from services.alerts._serde import alert_to_dict
-from services.alerts.models import Alert
-from services.audit import AuditLogger, PostgresAuditStore
+from services.alerts.models import META_SEQ, META_SUBJECT, Alert
+from services.alerts.store import NotificationClaim
+from services.audit import AuditLogger, InMemoryAuditStore, PostgresAuditStore
 from services.notifications import ChannelRegistry, WebhookChannel
 from tests.support import ManualClock
 from workers.codec import encode_payload
@@ -118,13 +129,14 @@ async def _replica(
     url: str | None = None,
     publisher: Any = None,
     name: str = "r",
+    store_cls: type[PostgresAlertStore] = PostgresAlertStore,
 ) -> SLAMonitorService:
     channels = None
     if url is not None:
         channels = ChannelRegistry()
         channels.register("hook", WebhookChannel(url, name="hook", max_attempts=1, timeout_s=2))
         _REGISTRIES.append(channels)
-    store = PostgresAlertStore(pool, AuditLogger(PostgresAuditStore(pool)))
+    store = store_cls(pool, AuditLogger(PostgresAuditStore(pool)))
     monitor = SLAMonitorService(
         store=store, clock=clock, channels=channels, publisher=publisher, replica_id=name
     )
@@ -286,6 +298,163 @@ async def test_failed_sends_retry_with_backoff_up_to_a_limit(
     assert len(audited) == rounds
     await asyncio.sleep(0.1)
     assert await m.notifier.sweep() == 0
+
+
+class _DatabaseAwayForClaims(PostgresAlertStore):
+    """The real store, except that the database 'goes away' for the first ``fail`` claims
+    (after the alert change and its intents were committed); notes whether the intent was
+    there, unclaimed, at each failure."""
+
+    def __init__(self, pool: asyncpg.Pool, audit: AuditLogger) -> None:
+        super().__init__(pool, audit)
+        self.fail = 3
+        self.owed_at_failure: list[bool] = []
+
+    async def claim_notification(
+        self, alert: Alert, channel: str, kind: str, claimant: str
+    ) -> NotificationClaim | None:
+        if self.fail > 0:
+            self.fail -= 1
+            self.owed_at_failure.append(
+                await self._pool.fetchval(
+                    "SELECT claimed_by IS NULL FROM notifications_sent "
+                    "WHERE alert_id = $1 AND seq = $2 AND channel = $3",
+                    alert.alert_id,
+                    alert.seq,
+                    channel,
+                )
+            )
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+        return await super().claim_notification(alert, channel, kind, claimant)
+
+
+async def test_claim_failing_while_the_database_is_away_is_retried(
+    audit_pool: asyncpg.Pool, hooks: Hooks
+) -> None:
+    """The alert and its intent are committed, then the claim fails three times (the database
+    went away): the notifier retries with capped back-off and sends it once."""
+    clock = ManualClock(T0)
+    m = await _replica(
+        audit_pool, clock, url=f"{hooks.base}/hook", name="m", store_cls=_DatabaseAwayForClaims
+    )
+    m.notifier.claim_backoff_s = (0.05, 0.1)
+    (alert,) = await m.check_incident("i1", "org1", 5, clock() - timedelta(minutes=9))
+    await hooks.wait(lambda: len(hooks.keys) == 1)
+    await m.notifier.drain()
+    assert m.store.owed_at_failure == [True, True, True]  # type: ignore[attr-defined]
+    assert hooks.keys == [f"{alert.alert_id}:1:hook"]
+    row = await audit_pool.fetchrow("SELECT ok, rounds, claimed_by FROM notifications_sent")
+    assert (row["ok"], row["rounds"], row["claimed_by"]) == (True, 1, "m")
+    assert await m.notifier.sweep() == 0
+
+
+async def test_intent_of_a_notifier_that_died_is_sent_once_by_a_sweep(
+    audit_pool: asyncpg.Pool, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica died right after committing an alert (nothing claimed): once the intent's
+    grace is over, one of two live replicas sweeping together sends it, once."""
+    clock = ManualClock(T0)
+    dead = await _replica(audit_pool, clock, url=f"{hooks.base}/hook", name="dead")
+    a = await _replica(audit_pool, clock, url=f"{hooks.base}/hook", name="a")
+    b = await _replica(audit_pool, clock, url=f"{hooks.base}/hook", name="b")
+    monkeypatch.setattr(dead.notifier, "dispatch", lambda *args: None)
+    (alert,) = await dead.check_incident("i1", "org1", 5, clock() - timedelta(minutes=9))
+    for m in (a, b):
+        m.notifier.intent_grace_s = 0.5
+    assert await a.notifier.sweep() + await b.notifier.sweep() == 0  # still the writer's
+    assert [r["claimed_by"] for r in await a.store.deliveries()] == [None]  # type: ignore[attr-defined]
+    await asyncio.sleep(0.6)
+    assert sorted(await asyncio.gather(a.notifier.sweep(), b.notifier.sweep())) == [0, 1]
+    await hooks.wait(lambda: len(hooks.keys) == 1)
+    await a.notifier.drain()
+    await b.notifier.drain()
+    assert await dead.store.claim_notification(alert, "hook", "opened", "dead") is None
+    assert await a.notifier.sweep() + await b.notifier.sweep() == 0
+    assert hooks.keys == [f"{alert.alert_id}:1:hook"]
+    row = await audit_pool.fetchrow("SELECT ok, rounds, claimed_by FROM notifications_sent")
+    assert (row["ok"], row["rounds"]) == (True, 1) and row["claimed_by"] in {"a", "b"}
+
+
+def _alert(alert_id: str, subject: str, seq: int = 1) -> Alert:
+    return Alert(
+        alert_id,
+        "breach",
+        "org1",
+        subject,
+        AlertSeverity.CRITICAL,
+        AlertStatus.OPEN,
+        "t",
+        "d",
+        T0,
+        T0,
+        metadata={META_SEQ: seq, META_SUBJECT: subject},
+    )
+
+
+def _next(alert: Alert, **changes: Any) -> Alert:
+    """``alert`` one change later."""
+    return replace(alert, **changes, metadata={**alert.metadata, META_SEQ: alert.seq + 1})
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def any_store(request: pytest.FixtureRequest) -> AlertStore:
+    """Each store: in this process, and on PostgreSQL (a fresh schema)."""
+    if request.param == "memory":
+        return InMemoryAlertStore(AuditLogger(InMemoryAuditStore()))
+    pool = request.getfixturevalue("audit_pool")
+    return PostgresAlertStore(pool, AuditLogger(PostgresAuditStore(pool)))
+
+
+async def test_intents_are_written_with_the_change_or_not_at_all(any_store: AlertStore) -> None:
+    """Both stores: ``notify=`` writes one intent per channel in the change's transaction; an
+    insert refused ("open", "cooling", a stale transition) or failing (its audit record), and
+    an update refused (stale sequence, stale transition) or failing, leave no intent."""
+    store = any_store
+    await store.migrate()
+    ok, bad = Change("system", "alert.x", T0), Change("system", "x", T0, after={"n": float("nan")})
+    opened = ("opened", ["hook", "mail", "hook"])
+    first = _alert("a1", "i1")
+    assert await store.insert_alert(first, ok, cooldown_since=None, notify=opened) == "inserted"
+    second = _alert("a2", "i1")
+    assert await store.insert_alert(second, ok, cooldown_since=None, notify=opened) == "open"
+    resolved = _next(first, status=AlertStatus.RESOLVED, resolved_at=T0)
+    assert await store.update_alert(resolved, ok, expected_seq=1)
+    since = T0 - timedelta(minutes=5)
+    third = _alert("a3", "i1")
+    assert await store.insert_alert(third, ok, cooldown_since=since, notify=opened) == "cooling"
+    assert await store.claim_policy_seq("org1", 5)
+    with pytest.raises(StaleTransitionError):
+        await store.insert_alert(
+            _alert("a4", "i4"), ok, cooldown_since=None, policy_seq=("org1", 5), notify=opened
+        )
+    with pytest.raises(ValidationError):
+        await store.insert_alert(_alert("a5", "i5"), bad, cooldown_since=None, notify=opened)
+    assert await store.get_alert("a5") is None and await store.get_alert("a4") is None
+
+    other = _alert("b1", "i9")
+    assert await store.insert_alert(other, ok, cooldown_since=None)  # nothing owed
+    escalated = ("escalated", ["pager"])
+    up = _next(other, status=AlertStatus.ESCALATED)
+    assert not await store.update_alert(up, ok, expected_seq=7, notify=escalated)
+    with pytest.raises(StaleTransitionError):
+        await store.update_alert(up, ok, expected_seq=1, policy_seq=("org1", 4), notify=escalated)
+    with pytest.raises(ValidationError):
+        await store.update_alert(up, bad, expected_seq=1, notify=escalated)
+    assert await store.update_alert(up, ok, expected_seq=1, notify=escalated)
+
+    # the dispatcher takes its intent, once; a sweep takes the others, once
+    claim = await store.claim_notification(first, "hook", "opened", "x")
+    assert claim is not None and claim.round == 0
+    assert await store.claim_notification(first, "hook", "opened", "y") is None
+    swept = await store.reclaim_notifications("z", lease_s=3600, intent_grace_s=0.0)
+    assert sorted((c.alert.alert_id, c.alert.seq, c.channel, c.kind) for c in swept) == [
+        ("a1", 1, "mail", "opened"),
+        ("b1", 2, "pager", "escalated"),
+    ]
+    assert await store.reclaim_notifications("z", lease_s=3600, intent_grace_s=0.0) == []
+    assert await store.claim_notification(up, "pager", "escalated", "late") is None
 
 
 async def test_duplicate_policy_transition_is_a_no_op(audit_pool: asyncpg.Pool) -> None:

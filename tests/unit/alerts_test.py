@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -22,12 +23,16 @@ from services.alerts import (
     EscalationLevel,
     EscalationManager,
     EscalationPolicy,
+    InMemoryAlertStore,
     InProcessHotState,
     SLAMonitorService,
+    notify,
     validate_rule,
 )
 from services.alerts._serde import alert_from_dict, alert_to_dict, policy_from_dict, rule_from_dict
 from services.alerts.rules import incident_rule_fires
+from services.alerts.store import NotificationClaim
+from services.audit import AuditLogger, InMemoryAuditStore
 from services.notifications.base import DeliveryResult, Notification
 from tests.support import ManualClock
 
@@ -664,6 +669,7 @@ async def test_suppressed_alert_is_recorded_not_notified(
     assert {a.status for a in alerts} == {AlertStatus.SUPPRESSED}
     await monitor.notifier.drain()
     assert seen == [] and spy.sent == []
+    assert monitor.store.deliveries() == {}  # type: ignore[attr-defined]  # nothing owed
     assert await monitor.suppressions.remove(sid) is True
     records = await monitor.audit.query(action="alert.suppressed")
     assert len(records) == 2
@@ -928,3 +934,169 @@ async def test_in_process_store_round_trips(clock: ManualClock) -> None:
     assert await m.store.claim_policy_seq("org1", 2) and not await m.store.claim_policy_seq(
         "org1", 2
     )
+
+
+# --------------------------------------------------------------------------- notification intents
+class _Unreachable(InMemoryAlertStore):
+    """The in-memory store whose next ``claims`` claims and ``records`` outcome records fail
+    as if its database were away."""
+
+    def __init__(self, *, claims: int = 0, records: int = 0) -> None:
+        super().__init__(AuditLogger(InMemoryAuditStore()), outbox=False)
+        self.fail = {"claims": claims, "records": records}
+
+    def _maybe_fail(self, what: str) -> None:
+        if self.fail[what] > 0:
+            self.fail[what] -= 1
+            raise OSError("connection refused")
+
+    async def claim_notification(
+        self, alert: Alert, channel: str, kind: str, claimant: str
+    ) -> NotificationClaim | None:
+        self._maybe_fail("claims")
+        return await super().claim_notification(alert, channel, kind, claimant)
+
+    async def record_delivery(self, *args: Any, **kwargs: Any) -> bool:
+        self._maybe_fail("records")
+        return await super().record_delivery(*args, **kwargs)
+
+
+class _Log:
+    """Records what the notifier logs: (event, fields)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+    info = error = warning
+
+
+async def test_claim_is_retried_while_the_store_is_unreachable(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim failing with a database error is retried with doubling, capped back-off (each
+    failure logged with the alert id), then the notification is sent once."""
+    logged = _Log()
+    monkeypatch.setattr(notify, "log", logged)
+    spy = SpyChannels()
+    m = SLAMonitorService(clock=clock, channels=spy, store=_Unreachable(claims=3))
+    m.notifier.claim_backoff_s = (0.01, 0.02)
+    m.add_rule(rule())
+    alert = await _breach_alert(m, clock)
+    async with asyncio.timeout(5):
+        while not spy.sent:
+            await asyncio.sleep(0.01)
+    await m.notifier.drain()
+    failed = [f for e, f in logged.events if e == "notification_claim_failed"]
+    assert [(f["alert_id"], f["attempt"], f["retry_in_s"]) for f in failed] == [
+        (alert.alert_id, 1, 0.01),
+        (alert.alert_id, 2, 0.02),
+        (alert.alert_id, 3, 0.02),
+    ]
+    assert [c for c, _ in spy.sent] == ["email"]
+
+
+async def test_outcome_record_is_retried_so_the_send_is_not_repeated(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sent notification whose outcome cannot be recorded (database away) has the record
+    retried, not the send: one send, then the outcome is stored and nothing is left due."""
+    logged = _Log()
+    monkeypatch.setattr(notify, "log", logged)
+    spy = SpyChannels()
+    store = _Unreachable(records=2)
+    m = SLAMonitorService(clock=clock, channels=spy, store=store)
+    m.notifier.claim_backoff_s = (0.01, 0.02)
+    m.add_rule(rule())
+    alert = await _breach_alert(m, clock)
+    async with asyncio.timeout(5):
+        while store.fail["records"] or m.notifier.pending:
+            await asyncio.sleep(0.01)
+    await m.notifier.drain()
+    failed = [f["attempt"] for e, f in logged.events if e == "notification_record_failed"]
+    assert failed == [1, 2]
+    assert [c for c, _ in spy.sent] == ["email"]
+    clock.advance(3600)
+    assert await m.notifier.sweep() == 0  # recorded: nothing to re-send
+    (row,) = store.deliveries().values()  # type: ignore[attr-defined]
+    assert row["ok"] is True, (alert.alert_id, row)
+
+
+async def test_drain_stops_claim_retries_and_a_sweep_sends_the_intent(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``drain`` ends a claim's retries at once (not after the back-off); the intent stays
+    owed, and once the store answers again a sweep past the grace sends it, once."""
+    logged = _Log()
+    monkeypatch.setattr(notify, "log", logged)
+    spy = SpyChannels()
+    store = _Unreachable(claims=1_000)
+    m = SLAMonitorService(clock=clock, channels=spy, store=store)
+    m.notifier.claim_backoff_s = (30.0, 30.0)
+    m.add_rule(rule())
+    alert = await _breach_alert(m, clock)
+    await asyncio.sleep(0.01)  # the first claim fails; the retry waits 30 s
+    started = time.perf_counter()
+    await m.notifier.drain()
+    assert time.perf_counter() - started < 1.0 and m.notifier.pending == 0
+    assert [e for e, _ in logged.events] == [
+        "notification_claim_failed",
+        "notification_left_to_sweep",
+    ]
+    store.fail["claims"] = 0
+    assert await m.notifier.sweep() == 0  # within the grace: left to the dispatcher
+    m.notifier.intent_grace_s = 0.0
+    assert await m.notifier.sweep() == 1
+    await m.notifier.drain()
+    assert await m.notifier.sweep() == 0
+    assert [(c, n.key) for c, n in spy.sent] == [("email", f"{alert.alert_id}:1:email")]
+    (state,) = store.deliveries().values()
+    assert (state["ok"], state["rounds"], state["claimed_by"]) == (True, 1, m.notifier.replica_id)
+
+
+async def test_every_notified_change_is_owed_with_the_change(
+    monitor: SLAMonitorService,
+    clock: ManualClock,
+    spy: SpyChannels,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raises, escalations and policy severity raises store their intents with the change (on
+    the channels decided before it); other changes owe nothing; with no dispatch at all
+    (the process died after the commit) a sweep sends each once."""
+    monkeypatch.setattr(monitor.notifier, "dispatch", lambda *args: None)
+    manager = EscalationManager(monitor)
+    manager.set_policy("org1", _policy())
+    alert = await _breach_alert(monitor, clock)
+    await manager.escalate_alert(alert.alert_id, "by hand", actor="ann")
+    await monitor.acknowledge_alert(alert.alert_id, "ann")
+    for seq, (frm, to) in enumerate(
+        [("normal", "watch"), ("watch", "halted"), ("halted", "normal")]
+    ):
+        await monitor.on_policy_transition("org1", {"from": frm, "to": to, "sequence": seq})
+    owed = monitor.store.deliveries()  # type: ignore[attr-defined]
+    rule_of = {
+        a.alert_id: a.rule_id for a in await monitor.store.list_alerts(None, active_only=False)
+    }
+    assert sorted((rule_of[k[0]], k[1], k[2], v["kind"]) for k, v in owed.items()) == [
+        ("breach", 1, "email", "opened"),
+        ("breach", 2, "sms", "escalated"),
+        (POLICY_RULE_ID, 1, "email", "opened"),
+        (POLICY_RULE_ID, 2, "email", "severity_raised"),
+        ("warn", 1, "email", "opened"),
+    ]
+    assert {v["claimed_by"] for v in owed.values()} == {None}
+    monitor.notifier.intent_grace_s = 0.0
+    assert await monitor.notifier.sweep() == 5
+    await monitor.notifier.drain()
+    assert await monitor.notifier.sweep() == 0
+    assert sorted(n.metadata["change"] for _, n in spy.sent) == [
+        "escalated",
+        "opened",
+        "opened",
+        "opened",
+        "severity_raised",
+    ]
+    assert monitor.notifier.owed("opened", []) is None
+    assert SLAMonitorService(clock=clock).notifier.owed("opened", ["email"]) is None
