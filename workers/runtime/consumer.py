@@ -37,6 +37,7 @@ from workers.runtime.dlq import DeadLetterReason, dead_letter
 from workers.runtime.messages import ConsumerSpec, Envelope
 from workers.runtime.metrics import ConsumerMetrics
 from workers.runtime.provisioning import ConsumerSettings, ensure_consumer
+from workers.runtime.pull import BatchPuller
 
 __all__ = ["ConsumerLoop"]
 
@@ -59,7 +60,7 @@ class ConsumerLoop:
         metrics: ConsumerMetrics,
         semaphore: asyncio.Semaphore,
         fetch_timeout_s: float,
-        nc: NATS | None = None,
+        nc: NATS,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -73,13 +74,10 @@ class ConsumerLoop:
         self._handler_timeout_s = settings.effective_handler_timeout_s
         self._orgs: dict[str, str | None] = {}
         self._stopping = asyncio.Event()
-        self._sub: JetStreamContext.PullSubscription | None = None
-        self._watcher = (
-            MaxDeliveriesWatcher(
-                nc, js, stream=settings.stream, durable=settings.durable, metrics=metrics
-            )
-            if nc is not None
-            else None
+        self._sub: BatchPuller | None = None
+        self._nc = nc
+        self._watcher = MaxDeliveriesWatcher(
+            nc, js, stream=settings.stream, durable=settings.durable, metrics=metrics
         )
         self._log = log.bind(consumer=settings.durable, stream=settings.stream)
 
@@ -91,11 +89,11 @@ class ConsumerLoop:
     async def start(self) -> None:
         """Create or update the durable and bind a pull subscription to it."""
         await ensure_consumer(self._js, self.settings)
-        if self._watcher is not None:
-            await self._watcher.start()
-        self._sub = await self._js.pull_subscribe_bind(
-            durable=self.settings.durable, stream=self.settings.stream
+        await self._watcher.start()
+        self._sub = BatchPuller(
+            self._nc, stream=self.settings.stream, durable=self.settings.durable
         )
+        await self._sub.start()
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (the current fetch ends first)."""
@@ -103,8 +101,7 @@ class ConsumerLoop:
 
     async def close(self) -> None:
         """Unsubscribe the pull subscription (after the loop ended)."""
-        if self._watcher is not None:
-            await self._watcher.stop()
+        await self._watcher.stop()
         if self._sub is not None:
             with contextlib.suppress(
                 nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError
