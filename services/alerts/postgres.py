@@ -62,7 +62,18 @@ UPDATE alerts SET status = $2, severity = $3, escalation_level = $4, seq = $5,
                   updated_at = $6, resolved_at = $7, data = $8::jsonb
 WHERE alert_id = $1 AND seq = $9
 """
-_QUEUE = "INSERT INTO alert_outbox (alert_id, seq, payload) VALUES ($1, $2, $3::jsonb)"
+# The change and its outbox row in one statement (one round trip fewer per alert change).
+_INSERT_AND_QUEUE = f"""
+WITH inserted AS ({_INSERT_ALERT.strip().removesuffix("RETURNING alert_id")}
+    RETURNING alert_id, seq, data)
+INSERT INTO alert_outbox (alert_id, seq, payload) SELECT alert_id, seq, data FROM inserted
+RETURNING alert_id
+"""
+_UPDATE_AND_QUEUE = f"""
+WITH updated AS ({_UPDATE_ALERT.strip()} RETURNING alert_id, seq, data)
+INSERT INTO alert_outbox (alert_id, seq, payload) SELECT alert_id, seq, data FROM updated
+RETURNING alert_id
+"""
 
 
 def _alert_args(alert: Alert) -> list[Any]:
@@ -135,9 +146,8 @@ class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
         async with self._pool.acquire() as conn, conn.transaction():
             await policy_fence(conn, policy_seq)
             args = _alert_args(alert)
-            inserted = await conn.fetchval(_INSERT_ALERT, *args, cooldown_since)
+            inserted = await conn.fetchval(_INSERT_AND_QUEUE, *args, cooldown_since)
             if inserted is not None:
-                await conn.execute(_QUEUE, alert.alert_id, alert.seq, args[-1])
                 await write_intents(conn, alert, args[-1], notify)
                 await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
                 return "inserted"
@@ -158,13 +168,12 @@ class PostgresAlertStore(PgDeliveryMixin, PgOutcomesMixin):
         """See ``AlertStore.update_alert``."""
         async with self._pool.acquire() as conn, conn.transaction():
             args = _alert_args(alert)
-            status = await conn.execute(
-                _UPDATE_ALERT, args[0], *args[5:9], *args[10:], expected_seq
+            updated = await conn.fetchval(
+                _UPDATE_AND_QUEUE, args[0], *args[5:9], *args[10:], expected_seq
             )
-            if status != "UPDATE 1":
+            if updated is None:
                 return False
             await policy_fence(conn, policy_seq)
-            await conn.execute(_QUEUE, alert.alert_id, alert.seq, args[-1])
             await write_intents(conn, alert, args[-1], notify)
             await self._log(conn, change, "alert", alert.alert_id, alert.org_id)
             return True

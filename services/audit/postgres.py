@@ -44,6 +44,15 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
 END;
 $$;
+-- The lock and then the head, in one round trip: each statement of a VOLATILE function takes
+-- a fresh snapshot, so the head is read after the lock is held (a single SELECT would not).
+CREATE OR REPLACE FUNCTION audit_log_locked_head(OUT head_seq bigint, OUT head_hash text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('ionveil.audit_log:' || current_schema()));
+    SELECT a.seq, a.hash INTO head_seq, head_hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1;
+END;
+$$;
 CREATE OR REPLACE TRIGGER audit_log_append_only
     BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_change();
@@ -84,9 +93,10 @@ def _record(row: asyncpg.Record) -> AuditRecord:
 class PostgresAuditStore:
     """An ``AuditStore`` on an asyncpg pool of the audit database.
 
-    Appends take a transaction-scoped advisory lock, read the chain head, and insert the new
-    records in one statement, so concurrent writers (tasks, replicas) chain one after another.
-    A trigger refuses UPDATE, DELETE and TRUNCATE on the table.
+    Appends take a transaction-scoped advisory lock and read the chain head (one function call,
+    ``audit_log_locked_head``), and insert the new records in one statement, so concurrent
+    writers (tasks, replicas) chain one after another. A trigger refuses UPDATE, DELETE and
+    TRUNCATE on the table.
 
     The caller's transaction (``conn``) must run at READ COMMITTED (PostgreSQL's default): at a
     stricter isolation level the head read after the lock may be stale, and the insert then fails
@@ -118,9 +128,9 @@ class PostgresAuditStore:
     async def _append(
         self, conn: asyncpg.Connection, entries: Sequence[AuditEntry]
     ) -> list[AuditRecord]:
-        await conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
-        head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        head_seq, head_hash = (head["seq"], head["hash"]) if head else (0, GENESIS_HASH)
+        head_seq, head_hash = await conn.fetchrow("SELECT * FROM audit_log_locked_head()")
+        if head_seq is None:
+            head_seq, head_hash = 0, GENESIS_HASH
         rows = list(chain(head_seq, head_hash, entries))
         columns: list[list[Any]] = [[] for _ in range(11)]
         for record, before, after in rows:
