@@ -43,6 +43,22 @@ ORDER BY o, i
 ON CONFLICT DO NOTHING
 RETURNING org_id, incident_id, region
 """
+# One statement (atomic on its own, one round trip): the new breaches, and a streak step for
+# each, per org (region '') and per (org, region), as ``_streak_keys`` says.
+_BREACHES_AND_BUMP = f"""
+WITH new AS ({_BREACHES.strip()}),
+keys AS (
+    SELECT org_id AS o, '' AS r FROM new
+    UNION ALL
+    SELECT org_id, region FROM new WHERE region IS NOT NULL AND region <> ''
+),
+bumped AS (
+    INSERT INTO alert_streaks (org_id, region, streak)
+    SELECT o, r, count(*)::int FROM keys GROUP BY o, r ORDER BY o, r
+    ON CONFLICT (org_id, region) DO UPDATE SET streak = alert_streaks.streak + EXCLUDED.streak
+)
+SELECT org_id, incident_id FROM new
+"""
 _BUMP = """
 INSERT INTO alert_streaks (org_id, region, streak)
 SELECT o, r, n FROM unnest($1::text[], $2::text[], $3::int[]) AS s(o, r, n) ORDER BY o, r
@@ -97,19 +113,13 @@ class PgOutcomesMixin:
         """See ``AlertStore.record_breaches``."""
         if not marks:
             return []
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                _BREACHES,
-                [key[0] for key, _, _ in marks],
-                [key[1] for key, _, _ in marks],
-                [region for _, region, _ in marks],
-                [at for _, _, at in marks],
-            )
-            counts: Counter[tuple[str, str]] = Counter()
-            for r in rows:
-                counts.update(_streak_keys(r["org_id"], r["region"]))
-            if counts:
-                await _bump(conn, counts)
+        rows = await self._pool.fetch(
+            _BREACHES_AND_BUMP,
+            [key[0] for key, _, _ in marks],
+            [key[1] for key, _, _ in marks],
+            [region for _, region, _ in marks],
+            [at for _, _, at in marks],
+        )
         return [(r["org_id"], r["incident_id"]) for r in rows]
 
     async def finish_incident(
