@@ -66,6 +66,11 @@ def percentile(values: Iterable[float], pct: float) -> float:
     if not data:
         raise ValueError("percentile of no values")
     rank = (len(data) - 1) * pct / 100.0
+    nearest = round(rank)
+    if abs(rank - nearest) <= 1e-9 * max(1.0, rank):
+        # pct = 100 * k / (n - 1) must give sample k itself: without this, rounding in the
+        # rank (5.999999999 for 6) weighs in the next sample, visibly so across a large gap.
+        rank = nearest
     lo = math.floor(rank)
     hi = min(lo + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (rank - lo)

@@ -6,6 +6,7 @@ thread waits for /health, runs `demo` and `tail`, and finally sends SIGTERM to t
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -27,8 +28,8 @@ def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
             return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False  # not serving yet (a free port can even self-connect: a bad status line)
 
 
 class _Stopper:

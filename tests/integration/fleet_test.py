@@ -8,6 +8,7 @@ drains everything and stops the embedded servers.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -71,7 +72,9 @@ def _http_status(url: str) -> int | None:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # Nothing serving HTTP there. A stopped worker's port is in the ephemeral range, so a
+        # connect to it can meet itself (TCP self-connect) and read back its own request line.
         return None
 
 
