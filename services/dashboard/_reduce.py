@@ -74,11 +74,15 @@ def reduce_accumulators(
     if aggregation is AggregationType.MAX:
         return max(a.rt_max if rt else a.d_max for a in accs), n
     sketches = [a.rt if rt else a.dist for a in accs]
-    value = merged_quantiles(sketches, [QUANTILES[aggregation]])[0]
-    # The sketch's representative can sit just outside the exact range; clamp to it.
+    return _within_range(merged_quantiles(sketches, [QUANTILES[aggregation]])[0], accs, rt), n
+
+
+def _within_range(value: float, accs: Sequence[Accumulator], rt: bool) -> float:
+    """A sketch's estimate clamped to the exact min..max (a bin's representative can sit just
+    outside it)."""
     lo = min(a.rt_min if rt else a.d_min for a in accs)
     hi = max(a.rt_max if rt else a.d_max for a in accs)
-    return min(max(value, lo), hi), n
+    return min(max(value, lo), hi)
 
 
 def reduce_series(
@@ -94,10 +98,7 @@ def reduce_series(
         return [reduce_accumulators(accs, metric, aggregation) for accs in series]
     rt = metric == "response_time"
     values = series_quantiles([[a.rt if rt else a.dist for a in accs] for accs in series], q)
-    out = []
-    for accs, value in zip(series, values, strict=True):
-        # The sketch's representative can sit just outside the exact range; clamp to it.
-        lo = min(a.rt_min if rt else a.d_min for a in accs)
-        hi = max(a.rt_max if rt else a.d_max for a in accs)
-        out.append((min(max(value, lo), hi), sum(a.count for a in accs)))
-    return out
+    return [
+        (_within_range(value, accs, rt), sum(a.count for a in accs))
+        for accs, value in zip(series, values, strict=True)
+    ]

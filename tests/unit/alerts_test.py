@@ -973,18 +973,28 @@ class _Log:
     info = error = warning
 
 
+async def _breach_on(
+    store: _Unreachable,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    backoff_s: tuple[float, float] = (0.01, 0.02),
+) -> tuple[SLAMonitorService, SpyChannels, _Log, Alert]:
+    """A monitor on ``store`` with a spy channel and a captured log, and one breach alert."""
+    logged = _Log()
+    monkeypatch.setattr(notify, "log", logged)
+    spy = SpyChannels()
+    m = SLAMonitorService(clock=clock, channels=spy, store=store)
+    m.notifier.claim_backoff_s = backoff_s
+    m.add_rule(rule())
+    return m, spy, logged, await _breach_alert(m, clock)
+
+
 async def test_claim_is_retried_while_the_store_is_unreachable(
     clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A claim failing with a database error is retried with doubling, capped back-off (each
     failure logged with the alert id), then the notification is sent once."""
-    logged = _Log()
-    monkeypatch.setattr(notify, "log", logged)
-    spy = SpyChannels()
-    m = SLAMonitorService(clock=clock, channels=spy, store=_Unreachable(claims=3))
-    m.notifier.claim_backoff_s = (0.01, 0.02)
-    m.add_rule(rule())
-    alert = await _breach_alert(m, clock)
+    m, spy, logged, alert = await _breach_on(_Unreachable(claims=3), clock, monkeypatch)
     async with asyncio.timeout(5):
         while not spy.sent:
             await asyncio.sleep(0.01)
@@ -1003,14 +1013,8 @@ async def test_outcome_record_is_retried_so_the_send_is_not_repeated(
 ) -> None:
     """A sent notification whose outcome cannot be recorded (database away) has the record
     retried, not the send: one send, then the outcome is stored and nothing is left due."""
-    logged = _Log()
-    monkeypatch.setattr(notify, "log", logged)
-    spy = SpyChannels()
     store = _Unreachable(records=2)
-    m = SLAMonitorService(clock=clock, channels=spy, store=store)
-    m.notifier.claim_backoff_s = (0.01, 0.02)
-    m.add_rule(rule())
-    alert = await _breach_alert(m, clock)
+    m, spy, logged, alert = await _breach_on(store, clock, monkeypatch)
     async with asyncio.timeout(5):
         while store.fail["records"] or m.notifier.pending:
             await asyncio.sleep(0.01)
@@ -1029,14 +1033,8 @@ async def test_drain_stops_claim_retries_and_a_sweep_sends_the_intent(
 ) -> None:
     """``drain`` ends a claim's retries at once (not after the back-off); the intent stays
     owed, and once the store answers again a sweep past the grace sends it, once."""
-    logged = _Log()
-    monkeypatch.setattr(notify, "log", logged)
-    spy = SpyChannels()
     store = _Unreachable(claims=1_000)
-    m = SLAMonitorService(clock=clock, channels=spy, store=store)
-    m.notifier.claim_backoff_s = (30.0, 30.0)
-    m.add_rule(rule())
-    alert = await _breach_alert(m, clock)
+    m, spy, logged, alert = await _breach_on(store, clock, monkeypatch, (30.0, 30.0))
     await asyncio.sleep(0.01)  # the first claim fails; the retry waits 30 s
     started = time.perf_counter()
     await m.notifier.drain()
